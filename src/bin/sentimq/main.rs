@@ -1,0 +1,54 @@
+//! `sentimq`: the workstation tool — build, classify, evaluate and benchmark sentiment models.
+//!
+//! Each subcommand parses its flags, calls one library entry point and prints the result.
+
+mod bench;
+mod build;
+mod classify;
+mod eval;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Fine-tuned BERT sentiment models for small devices: build, check and measure them.
+#[derive(Parser)]
+#[command(name = "sentimq", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Merge a LoRA adapter into a base checkpoint and write f32 + int8 ONNX graphs.
+    Build(build::Args),
+    /// Classify texts given as arguments, or one per line on stdin; prints JSON lines.
+    Classify(classify::Args),
+    /// Accuracy, precision, recall, F1 and confusion matrix on a labelled dataset.
+    Eval(eval::Args),
+    /// Load time, latency per sequence length and throughput of a model's graph.
+    Bench(bench::Args),
+    /// Fine-tune a BERT checkpoint on IMDB (needs the `train` feature).
+    Train,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Build(args) => build::run(args),
+        Command::Classify(args) => classify::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Train => Err(anyhow::anyhow!(
+            "this sentimq was built without training; rebuild with `cargo build --release --features train`"
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! A built model directory, ready to classify text: manifest + tokenizer + engine.
+//!
+//! This is what the tool's `classify`/`eval`/`bench` and the daemon's workers hold. It adds
+//! nothing numerical to the engine; it ties token ids to labels and keeps the truncation policy
+//! the model was built with.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::engine::{self, Engine, Session};
+use crate::manifest::{self, ModelManifest};
+use crate::tokenizer::{self, Encoded, TextTokenizer, TokenBatch};
+
+/// Errors of loading a model directory or classifying text.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `model.json` is missing or invalid.
+    #[error(transparent)]
+    Manifest(#[from] manifest::Error),
+    /// `tokenizer.json` is missing or invalid.
+    #[error(transparent)]
+    Tokenizer(#[from] tokenizer::Error),
+    /// The graph failed to load or run.
+    #[error(transparent)]
+    Engine(#[from] engine::Error),
+    /// The graph's label count disagrees with `model.json`.
+    #[error("{path}: the graph outputs {found} classes but model.json lists {expected} labels")]
+    LabelCount {
+        /// The graph file.
+        path: PathBuf,
+        /// Labels in the manifest.
+        expected: usize,
+        /// Columns in the graph output.
+        found: usize,
+    },
+    /// The text has nothing to classify.
+    #[error("the text is empty")]
+    EmptyText,
+}
+
+/// The verdict on one text.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Classification {
+    /// The most probable label.
+    pub label: String,
+    /// Its probability.
+    pub score: f32,
+    /// Every label's probability, in the model's label order.
+    pub scores: Vec<(String, f32)>,
+    /// Tokens fed to the model, `[CLS]` and `[SEP]` included.
+    pub tokens: usize,
+    /// Whether the text was cut to fit the model's window.
+    pub truncated: bool,
+}
+
+/// A loaded model directory.
+pub struct Classifier {
+    manifest: ModelManifest,
+    tokenizer: TextTokenizer,
+    engine: Engine,
+}
+
+impl Classifier {
+    /// Loads `dir/model.json`, `dir/tokenizer.json` and the graph `graph_file` (default: the
+    /// manifest's `default_graph`).
+    pub fn load(dir: &Path, graph_file: Option<&str>) -> Result<Self, Error> {
+        let manifest = ModelManifest::read(dir)?;
+        let tokenizer =
+            TextTokenizer::from_tokenizer_json(&dir.join("tokenizer.json"), manifest.truncation)?;
+        let graph = dir.join(graph_file.unwrap_or(&manifest.default_graph));
+        let engine = Engine::load(&graph)?;
+        let classifier = Classifier {
+            manifest,
+            tokenizer,
+            engine,
+        };
+        classifier.check_labels()?;
+        Ok(classifier)
+    }
+
+    fn check_labels(&self) -> Result<(), Error> {
+        let probe = self.tokenizer.encode("ok")?;
+        let found = self
+            .engine
+            .classify(&TokenBatch::from_encoded(&[probe], self.tokenizer.pad_id()))?
+            .labels();
+        let expected = self.manifest.labels.len();
+        if found != expected {
+            return Err(Error::LabelCount {
+                path: self.engine.path().to_path_buf(),
+                expected,
+                found,
+            });
+        }
+        Ok(())
+    }
+
+    /// The model's manifest.
+    pub fn manifest(&self) -> &ModelManifest {
+        &self.manifest
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Tokenizes one text; empty (or whitespace-only) text is an error.
+    pub fn encode(&self, text: &str) -> Result<Encoded, Error> {
+        if text.trim().is_empty() {
+            return Err(Error::EmptyText);
+        }
+        Ok(self.tokenizer.encode(text)?)
+    }
+
+    /// Classifies already-encoded texts as one batch, reusing the caller's session and buffer.
+    pub fn classify_encoded(
+        &self,
+        session: &mut Session,
+        items: &[Encoded],
+        scratch: &mut TokenBatch,
+    ) -> Result<Vec<Classification>, Error> {
+        scratch.fill(items.iter(), self.tokenizer.pad_id());
+        let probabilities = session.classify(scratch)?;
+        Ok(items
+            .iter()
+            .zip(probabilities.iter())
+            .map(|(item, row)| self.verdict(item, row))
+            .collect())
+    }
+
+    /// Classifies texts as one batch.
+    pub fn classify(&self, texts: &[&str]) -> Result<Vec<Classification>, Error> {
+        let encoded = texts
+            .iter()
+            .map(|t| self.encode(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut session = self.engine.session()?;
+        self.classify_encoded(&mut session, &encoded, &mut TokenBatch::default())
+    }
+
+    fn verdict(&self, item: &Encoded, row: &[f32]) -> Classification {
+        let best = row
+            .iter()
+            .enumerate()
+            .fold(0, |best, (i, p)| if *p > row[best] { i } else { best });
+        Classification {
+            label: self.manifest.labels[best].clone(),
+            score: row[best],
+            scores: self
+                .manifest
+                .labels
+                .iter()
+                .cloned()
+                .zip(row.iter().copied())
+                .collect(),
+            tokens: item.ids.len(),
+            truncated: item.is_truncated,
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! The offline build step: base checkpoint + LoRA adapter → ONNX classifier graphs → model directory.
+//!
+//! [`build`] merges the adapter (`W + (α/r)·B·A`, plus the trained head), writes the f32 graph
+//! (`model.onnx`), checks it against a plain-Rust reference forward pass, writes the requested
+//! quantized graph (`model.int8.onnx` or `model.f16.onnx`), measures its agreement with f32 on
+//! built-in sample texts, and records everything in `model.json`.
+//!
+//! Reading checkpoints is `checkpoint`'s job, adapters `adapter`'s; running graphs is `engine`'s.
+
+mod bert_graph;
+pub mod onnx;
+pub mod quantize;
+pub mod reference;
+mod samples;
+
+use std::path::{Path, PathBuf};
+
+pub use bert_graph::{classifier_graph, GraphOptions, Precision};
+
+use crate::adapter::{self, LoraAdapter};
+use crate::checkpoint::{self, BertConfig, Checkpoint, Tensor, TensorMap};
+use crate::engine::{self, Engine};
+use crate::manifest::{self, AdapterSummary, BaseModel, ModelManifest, Parity};
+use crate::tokenizer::{self, Encoded, TextTokenizer, TokenBatch, Truncation};
+
+/// Errors of the build step.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The base checkpoint could not be resolved or read.
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::Error),
+    /// The adapter could not be read or does not fit the base.
+    #[error(transparent)]
+    Adapter(#[from] adapter::Error),
+    /// The base's tokenizer could not be read or written.
+    #[error(transparent)]
+    Tokenizer(#[from] tokenizer::Error),
+    /// A built graph failed to load or run in tract.
+    #[error(transparent)]
+    Engine(#[from] engine::Error),
+    /// `model.json` could not be written.
+    #[error(transparent)]
+    Manifest(#[from] manifest::Error),
+    /// Neither `--adapter` nor `--random-head` was given.
+    #[error("no adapter given: pass --adapter <dir> (trained with `sentimq train` or PEFT), or --random-head for a test build")]
+    NoAdapter,
+    /// A tensor the graph needs is absent from the merged weights.
+    #[error("merged weights lack tensor {name}")]
+    MissingWeight {
+        /// The canonical tensor name.
+        name: String,
+    },
+    /// config.json names an activation the exporter does not write.
+    #[error("config.json: hidden_act {name:?} is not supported (use gelu, gelu_new or relu)")]
+    UnsupportedActivation {
+        /// The activation name.
+        name: String,
+    },
+    /// A token id or position is beyond the embedding tables.
+    #[error("token id {id} at position {position} is outside the embedding tables")]
+    TokenOutOfRange {
+        /// The token id.
+        id: u32,
+        /// Its position.
+        position: usize,
+    },
+    /// The f32 graph does not reproduce the reference forward pass.
+    #[error("the f32 graph disagrees with the reference forward pass: logit diff {diff:.2e} > {tolerance:.0e} on sample {sample:?}")]
+    ReferenceMismatch {
+        /// Largest absolute logit difference.
+        diff: f32,
+        /// Allowed difference.
+        tolerance: f32,
+        /// The sample text.
+        sample: String,
+    },
+    /// The quantized graph drifts too far from f32.
+    #[error("{graph} disagrees with model.onnx: max probability diff {diff:.3} > {tolerance}, label agreement {agreement:.3}")]
+    ParityFailed {
+        /// The quantized graph file.
+        graph: String,
+        /// Measured largest probability difference.
+        diff: f64,
+        /// Allowed difference.
+        tolerance: f64,
+        /// Measured label agreement.
+        agreement: f64,
+    },
+    /// Writing an output file failed.
+    #[error("{path}: cannot write: {reason}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+}
+
+/// What `sentimq build` is asked to do.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// Local checkpoint directory or Hugging Face id.
+    pub base: String,
+    /// PEFT-format LoRA adapter directory.
+    pub adapter: Option<PathBuf>,
+    /// Use a seeded random classifier head instead of an adapter (tests only).
+    pub random_head: bool,
+    /// Output model directory.
+    pub out: PathBuf,
+    /// The quantized form to write besides `model.onnx`.
+    pub precision: Precision,
+    /// Truncation policy recorded for serving.
+    pub truncation: Truncation,
+    /// Class labels, index = output column.
+    pub labels: Vec<String>,
+    /// Largest allowed probability difference between the quantized and the f32 graph.
+    pub parity_tolerance: f64,
+    /// Seed of the random head.
+    pub seed: u64,
+}
+
+impl BuildOptions {
+    /// Defaults for a binary sentiment model built from `base` into `out`.
+    pub fn new(base: impl Into<String>, out: impl Into<PathBuf>) -> Self {
+        BuildOptions {
+            base: base.into(),
+            adapter: None,
+            random_head: false,
+            out: out.into(),
+            precision: Precision::Int8,
+            truncation: Truncation::head_tail(256, 128),
+            labels: vec!["negative".into(), "positive".into()],
+            parity_tolerance: 0.1,
+            seed: 0,
+        }
+    }
+}
+
+/// What a build produced.
+#[derive(Clone, Debug)]
+pub struct BuildReport {
+    /// The written manifest.
+    pub manifest: ModelManifest,
+    /// Largest logit difference between tract's f32 run and the reference forward pass.
+    pub reference_diff: f32,
+}
+
+/// Tolerance of the f32 graph against the plain-Rust reference (both f32, different op order).
+const REFERENCE_TOLERANCE: f32 = 1e-3;
+
+/// Runs the whole build step.
+pub fn build(options: &BuildOptions) -> Result<BuildReport, Error> {
+    let base = checkpoint::resolve_base(&options.base)?;
+    let checkpoint = Checkpoint::load(&base.dir)?;
+    let (weights, adapter_summary) = merged_weights(&checkpoint, options)?;
+    let out = &options.out;
+    std::fs::create_dir_all(out).map_err(|e| Error::Write {
+        path: out.clone(),
+        reason: e.to_string(),
+    })?;
+
+    let tokenizer = TextTokenizer::from_dir(&base.dir, options.truncation)?;
+    tokenizer.save(&out.join("tokenizer.json"))?;
+
+    let f32_path = out.join(Precision::F32.file_name());
+    write_graph(&weights, &checkpoint.config, Precision::F32, &f32_path)?;
+    let samples: Vec<Encoded> = samples::TEXTS
+        .iter()
+        .map(|t| tokenizer.encode(t))
+        .collect::<Result<_, _>>()?;
+    let reference_diff =
+        check_against_reference(&weights, &checkpoint.config, &f32_path, &samples)?;
+
+    let mut parity = Vec::new();
+    let mut default_graph = Precision::F32.file_name().to_string();
+    if options.precision != Precision::F32 {
+        let path = out.join(options.precision.file_name());
+        write_graph(&weights, &checkpoint.config, options.precision, &path)?;
+        let measured = measure_parity(&f32_path, &path, &samples, tokenizer.pad_id())?;
+        if measured.max_probability_diff > options.parity_tolerance {
+            return Err(Error::ParityFailed {
+                graph: measured.graph,
+                diff: measured.max_probability_diff,
+                tolerance: options.parity_tolerance,
+                agreement: measured.label_agreement,
+            });
+        }
+        parity.push(measured);
+        default_graph = options.precision.file_name().to_string();
+    }
+
+    let manifest = ModelManifest {
+        name: model_name(out),
+        labels: options.labels.clone(),
+        truncation: options.truncation,
+        default_graph,
+        base: BaseModel {
+            id: base.id.clone(),
+            revision: base.revision.clone(),
+            weights_sha256: digest(&checkpoint.weights_file)?.sha256,
+            architecture: architecture(&checkpoint.config),
+        },
+        adapter: adapter_summary,
+        random_head: options.random_head && options.adapter.is_none(),
+        files: directory_digests(out)?,
+        parity,
+        built_by: format!("sentimq {}", env!("CARGO_PKG_VERSION")),
+    };
+    manifest.write(out)?;
+    Ok(BuildReport {
+        manifest,
+        reference_diff,
+    })
+}
+
+/// Base weights with the adapter merged in (or a random head), and the adapter's summary.
+fn merged_weights(
+    checkpoint: &Checkpoint,
+    options: &BuildOptions,
+) -> Result<(TensorMap, Option<AdapterSummary>), Error> {
+    let mut weights = checkpoint.tensors.clone();
+    match (&options.adapter, options.random_head) {
+        (Some(dir), _) => {
+            let adapter = LoraAdapter::load(dir)?;
+            adapter.merge_into(&mut weights, &checkpoint.config)?;
+            Ok((weights, Some(adapter.summary())))
+        }
+        (None, true) => {
+            insert_random_head(
+                &mut weights,
+                &checkpoint.config,
+                options.labels.len(),
+                options.seed,
+            );
+            Ok((weights, None))
+        }
+        (None, false) => Err(Error::NoAdapter),
+    }
+}
+
+/// A seeded N(0, 0.02²)-like classifier (and pooler, when the base has none), as HF initialises.
+pub fn insert_random_head(weights: &mut TensorMap, config: &BertConfig, labels: usize, seed: u64) {
+    let h = config.hidden_size;
+    let mut rng = crate::rng::SplitMix64::new(seed);
+    let mut normal = |n: usize| {
+        (0..n)
+            .map(|_| rng.normal() as f32 * 0.02)
+            .collect::<Vec<f32>>()
+    };
+    if !weights.contains_key("pooler.dense.weight") {
+        weights.insert(
+            "pooler.dense.weight".into(),
+            Tensor {
+                shape: vec![h, h],
+                data: normal(h * h),
+            },
+        );
+        weights.insert(
+            "pooler.dense.bias".into(),
+            Tensor {
+                shape: vec![h],
+                data: vec![0.0; h],
+            },
+        );
+    }
+    weights.insert(
+        "classifier.weight".into(),
+        Tensor {
+            shape: vec![labels, h],
+            data: normal(labels * h),
+        },
+    );
+    weights.insert(
+        "classifier.bias".into(),
+        Tensor {
+            shape: vec![labels],
+            data: vec![0.0; labels],
+        },
+    );
+}
+
+/// Writes one graph file.
+pub fn write_graph(
+    weights: &TensorMap,
+    config: &BertConfig,
+    precision: Precision,
+    path: &Path,
+) -> Result<(), Error> {
+    let model = classifier_graph(
+        weights,
+        config,
+        GraphOptions {
+            precision,
+            with_hidden_states: false,
+        },
+    )?;
+    std::fs::write(path, onnx::encode(&model)).map_err(|e| Error::Write {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+fn check_against_reference(
+    weights: &TensorMap,
+    config: &BertConfig,
+    graph: &Path,
+    samples: &[Encoded],
+) -> Result<f32, Error> {
+    let engine = Engine::load(graph)?;
+    let mut worst = 0f32;
+    // A handful of samples is enough to catch a wiring error; the reference is slow.
+    for (text, sample) in samples::TEXTS.iter().zip(samples).take(4) {
+        let expected = reference::forward(weights, config, &sample.ids)?.logits;
+        let outputs = engine.run_all(&TokenBatch::from_encoded(std::slice::from_ref(sample), 0))?;
+        let logits = outputs
+            .iter()
+            .find(|o| o.name == "logits")
+            .ok_or(engine::Error::Run("no logits output".into()))?;
+        let diff = expected
+            .iter()
+            .zip(&logits.values)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        if diff.is_nan() || diff > REFERENCE_TOLERANCE {
+            return Err(Error::ReferenceMismatch {
+                diff,
+                tolerance: REFERENCE_TOLERANCE,
+                sample: text.to_string(),
+            });
+        }
+        worst = worst.max(diff);
+    }
+    Ok(worst)
+}
+
+/// Label agreement and probability drift of `candidate` against the f32 graph, batched as served.
+pub fn measure_parity(
+    reference: &Path,
+    candidate: &Path,
+    samples: &[Encoded],
+    pad_id: u32,
+) -> Result<Parity, Error> {
+    let batch = TokenBatch::from_encoded(samples, pad_id);
+    let expected = Engine::load(reference)?.classify(&batch)?;
+    let found = Engine::load(candidate)?.classify(&batch)?;
+    let argmax = |row: &[f32]| {
+        row.iter()
+            .enumerate()
+            .fold(0, |b, (i, p)| if *p > row[b] { i } else { b })
+    };
+    let mut agree = 0;
+    let mut max_diff = 0f64;
+    for (e, f) in expected.iter().zip(found.iter()) {
+        agree += usize::from(argmax(e) == argmax(f));
+        let diff = e.iter().zip(f).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        max_diff = max_diff.max(f64::from(diff));
+    }
+    Ok(Parity {
+        graph: candidate
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        texts: samples.len(),
+        label_agreement: agree as f64 / samples.len().max(1) as f64,
+        max_probability_diff: max_diff,
+    })
+}
+
+fn model_name(out: &Path) -> String {
+    out.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
+}
+
+fn architecture(config: &BertConfig) -> String {
+    format!(
+        "bert: {} layers, hidden {}, {} heads, ffn {}, vocab {}",
+        config.num_hidden_layers,
+        config.hidden_size,
+        config.num_attention_heads,
+        config.intermediate_size,
+        config.vocab_size
+    )
+}
+
+fn digest(path: &Path) -> Result<manifest::FileDigest, Error> {
+    manifest::digest_file(path).map_err(|e| Error::Write {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Digests of every regular file in `dir` except `model.json`.
+fn directory_digests(
+    dir: &Path,
+) -> Result<std::collections::BTreeMap<String, manifest::FileDigest>, Error> {
+    let io = |e: std::io::Error| Error::Write {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let mut files = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().map_err(io)?.is_file() && name != manifest::MANIFEST_FILE {
+            files.insert(name, digest(&entry.path())?);
+        }
+    }
+    Ok(files)
+}

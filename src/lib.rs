@@ -1,0 +1,24 @@
+//! sentimq: a fine-tuned BERT sentiment classifier for small ARM devices, fed from MQTT.
+//!
+//! The library is cut by pipeline stage (see `ARCHITECTURE.md`): [`tokenizer`] and
+//! [`checkpoint`] serve everyone; [`export`] turns a checkpoint and adapter into ONNX graphs;
+//! [`engine`] runs them with tract; [`classifier`] ties a built model directory together.
+//! Workstation-only modules sit behind the `workstation` feature, so the daemon stays small.
+#![warn(missing_docs)]
+
+#[cfg(feature = "workstation")]
+pub mod adapter;
+#[cfg(feature = "workstation")]
+pub mod bench;
+#[cfg(feature = "workstation")]
+pub mod checkpoint;
+pub mod classifier;
+#[cfg(feature = "workstation")]
+pub mod data;
+pub mod engine;
+#[cfg(feature = "workstation")]
+pub mod export;
+pub mod manifest;
+pub mod metrics;
+pub mod rng;
+pub mod tokenizer;

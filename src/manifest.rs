@@ -1,0 +1,195 @@
+//! `model.json`: what a built model directory contains and how it was made.
+//!
+//! Written by the build step, read by everything that serves the model. Our own format, so it is
+//! read strictly (`deny_unknown_fields`): a typo in a hand-edited file is an error, not a default.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::tokenizer::Truncation;
+
+/// File name of the manifest inside a model directory.
+pub const MANIFEST_FILE: &str = "model.json";
+
+/// Errors of reading or writing `model.json`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file is missing or unreadable.
+    #[error("{path}: cannot read model manifest: {reason}")]
+    Unreadable {
+        /// The manifest path.
+        path: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The file is not a valid manifest.
+    #[error("{path}: invalid model manifest: {reason}")]
+    Invalid {
+        /// The manifest path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Writing failed.
+    #[error("{path}: cannot write model manifest: {reason}")]
+    Write {
+        /// The manifest path.
+        path: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+}
+
+/// The contents of `model.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelManifest {
+    /// Model name (the directory name by default).
+    pub name: String,
+    /// Class labels, index = output column.
+    pub labels: Vec<String>,
+    /// Truncation policy the model was trained and built with.
+    pub truncation: Truncation,
+    /// The graph file served by default (`model.int8.onnx`).
+    pub default_graph: String,
+    /// The base checkpoint.
+    pub base: BaseModel,
+    /// The LoRA adapter merged in, if any.
+    pub adapter: Option<AdapterSummary>,
+    /// True when the head is random (test builds only: predictions are meaningless).
+    pub random_head: bool,
+    /// sha256 and size of every file of the directory except this one.
+    pub files: BTreeMap<String, FileDigest>,
+    /// Measured agreement between the quantized and the f32 graph.
+    pub parity: Vec<Parity>,
+    /// Version of sentimq that built it.
+    pub built_by: String,
+}
+
+/// Where the base weights came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseModel {
+    /// Hugging Face id or local directory as given to `--base`.
+    pub id: String,
+    /// Hub revision, when downloaded.
+    pub revision: Option<String>,
+    /// sha256 of the weights file.
+    pub weights_sha256: String,
+    /// Layers, hidden size, heads.
+    pub architecture: String,
+}
+
+/// The adapter merged into the base.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterSummary {
+    /// sha256 of `adapter_model.safetensors`.
+    pub sha256: String,
+    /// LoRA rank.
+    pub rank: usize,
+    /// LoRA alpha.
+    pub alpha: f64,
+    /// Adapted projections.
+    pub target_modules: Vec<String>,
+}
+
+/// Digest of one file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDigest {
+    /// Lower-case hex sha256.
+    pub sha256: String,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// Agreement of one graph with the f32 graph on the build's sample texts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parity {
+    /// The graph file compared.
+    pub graph: String,
+    /// Number of texts.
+    pub texts: usize,
+    /// Fraction of texts with the same label as f32.
+    pub label_agreement: f64,
+    /// Largest absolute difference of any class probability.
+    pub max_probability_diff: f64,
+}
+
+impl ModelManifest {
+    /// Reads `model.json` from a model directory.
+    pub fn read(dir: &Path) -> Result<Self, Error> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::Unreadable {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let manifest: ModelManifest = serde_json::from_str(&text).map_err(|e| Error::Invalid {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        manifest.check(&path)?;
+        Ok(manifest)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), Error> {
+        let invalid = |reason: String| Error::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if self.labels.len() < 2 {
+            return Err(invalid(format!(
+                "labels: need at least 2, found {}",
+                self.labels.len()
+            )));
+        }
+        self.truncation
+            .validate()
+            .map_err(|e| invalid(format!("truncation: {e}")))?;
+        Ok(())
+    }
+
+    /// Writes `model.json` into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), Error> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Write {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        std::fs::write(&path, text + "\n").map_err(|e| Error::Write {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Short model identity for results: `<name>@<first 12 hex of the default graph's sha256>`.
+    pub fn identity(&self) -> String {
+        let hash = self
+            .files
+            .get(&self.default_graph)
+            .map(|f| &f.sha256[..12.min(f.sha256.len())])
+            .unwrap_or("unknown");
+        format!("{}@{}", self.name, hash)
+    }
+}
+
+/// sha256 and size of a file, streamed.
+pub fn digest_file(path: &Path) -> std::io::Result<FileDigest> {
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let bytes = std::io::copy(&mut file, &mut hasher)?;
+    Ok(FileDigest {
+        sha256: hex(&hasher.finalize()),
+        bytes,
+    })
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,140 @@
+//! Binary classification metrics: accuracy, precision, recall, F1 and the confusion matrix.
+//!
+//! Positive class = label 1. Shared by `sentimq eval` and training's validation.
+
+use serde::Serialize;
+
+/// Counts and derived scores of binary predictions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct BinaryMetrics {
+    /// Predicted positive, truly positive.
+    pub true_positive: usize,
+    /// Predicted positive, truly negative.
+    pub false_positive: usize,
+    /// Predicted negative, truly negative.
+    pub true_negative: usize,
+    /// Predicted negative, truly positive.
+    pub false_negative: usize,
+}
+
+impl BinaryMetrics {
+    /// Adds one prediction.
+    pub fn record(&mut self, truth: u8, predicted: u8) {
+        match (truth, predicted) {
+            (1, 1) => self.true_positive += 1,
+            (0, 1) => self.false_positive += 1,
+            (0, _) => self.true_negative += 1,
+            _ => self.false_negative += 1,
+        }
+    }
+
+    /// Number of predictions recorded.
+    pub fn total(&self) -> usize {
+        self.true_positive + self.false_positive + self.true_negative + self.false_negative
+    }
+
+    /// Fraction correct.
+    pub fn accuracy(&self) -> f64 {
+        ratio(self.true_positive + self.true_negative, self.total())
+    }
+
+    /// Of predicted positives, the fraction truly positive.
+    pub fn precision(&self) -> f64 {
+        ratio(self.true_positive, self.true_positive + self.false_positive)
+    }
+
+    /// Of true positives, the fraction found.
+    pub fn recall(&self) -> f64 {
+        ratio(self.true_positive, self.true_positive + self.false_negative)
+    }
+
+    /// Harmonic mean of precision and recall.
+    pub fn f1(&self) -> f64 {
+        let (p, r) = (self.precision(), self.recall());
+        if p + r == 0.0 {
+            0.0
+        } else {
+            2.0 * p * r / (p + r)
+        }
+    }
+
+    /// A JSON-friendly summary with the derived scores.
+    pub fn report(&self) -> MetricsReport {
+        MetricsReport {
+            examples: self.total(),
+            accuracy: self.accuracy(),
+            precision: self.precision(),
+            recall: self.recall(),
+            f1: self.f1(),
+            confusion: [
+                [self.true_negative, self.false_positive],
+                [self.false_negative, self.true_positive],
+            ],
+        }
+    }
+}
+
+/// Derived scores plus the confusion matrix `[[tn, fp], [fn, tp]]` (rows = truth).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MetricsReport {
+    /// Number of examples.
+    pub examples: usize,
+    /// Accuracy.
+    pub accuracy: f64,
+    /// Precision of the positive class.
+    pub precision: f64,
+    /// Recall of the positive class.
+    pub recall: f64,
+    /// F1 of the positive class.
+    pub f1: f64,
+    /// Rows = truth (negative, positive), columns = prediction.
+    pub confusion: [[usize; 2]; 2],
+}
+
+impl std::fmt::Display for MetricsReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "examples   {}", self.examples)?;
+        writeln!(f, "accuracy   {:.4}", self.accuracy)?;
+        writeln!(f, "precision  {:.4}", self.precision)?;
+        writeln!(f, "recall     {:.4}", self.recall)?;
+        writeln!(f, "f1         {:.4}", self.f1)?;
+        writeln!(f, "confusion  (rows = truth, columns = predicted)")?;
+        writeln!(f, "               negative  positive")?;
+        writeln!(
+            f,
+            "  negative  {:>10} {:>9}",
+            self.confusion[0][0], self.confusion[0][1]
+        )?;
+        write!(
+            f,
+            "  positive  {:>10} {:>9}",
+            self.confusion[1][0], self.confusion[1][1]
+        )
+    }
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_from_counts() {
+        let mut m = BinaryMetrics::default();
+        for (t, p) in [(1, 1), (1, 1), (1, 0), (0, 0), (0, 1)] {
+            m.record(t, p);
+        }
+        assert_eq!(m.total(), 5);
+        assert!((m.accuracy() - 0.6).abs() < 1e-12);
+        assert!((m.precision() - 2.0 / 3.0).abs() < 1e-12);
+        assert!((m.recall() - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(m.report().confusion, [[1, 1], [1, 2]]);
+    }
+}

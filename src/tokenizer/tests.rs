@@ -1,0 +1,204 @@
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn shared(relative: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(relative);
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!("skipping: {} is absent", path.display());
+        None
+    }
+}
+
+fn minilm_dir() -> Option<PathBuf> {
+    shared("models/all-MiniLM-L6-v2")
+}
+
+#[derive(serde::Deserialize)]
+struct GoldenCase {
+    text: String,
+    max_length: usize,
+    input_ids: Vec<u32>,
+}
+
+#[derive(serde::Deserialize)]
+struct Golden {
+    cases: Vec<GoldenCase>,
+}
+
+fn golden() -> Option<Golden> {
+    let path = shared("fixtures/golden-tokenizer.json")?;
+    let text = std::fs::read_to_string(path).expect("golden file readable");
+    Some(serde_json::from_str(&text).expect("golden file parses"))
+}
+
+fn check_golden(tokenizer: &TextTokenizer, golden: &Golden) {
+    for case in &golden.cases {
+        // The golden ids come from Hugging Face's default (head) truncation.
+        let tokenizer = tokenizer
+            .clone()
+            .with_truncation(Truncation::head_only(case.max_length))
+            .unwrap();
+        let encoded = tokenizer.encode(&case.text).unwrap();
+        assert_eq!(encoded.ids, case.input_ids, "text {:?}", case.text);
+        assert_eq!(
+            encoded.is_truncated,
+            case.input_ids.len() == case.max_length && case.text.len() > 1000
+        );
+    }
+}
+
+#[test]
+fn tokenizer_json_matches_golden_ids() {
+    let (Some(dir), Some(golden)) = (minilm_dir(), golden()) else {
+        return;
+    };
+    let tokenizer =
+        TextTokenizer::from_tokenizer_json(&dir.join("tokenizer.json"), Truncation::head_only(128))
+            .unwrap();
+    check_golden(&tokenizer, &golden);
+}
+
+#[test]
+fn vocab_txt_matches_golden_ids() {
+    let (Some(dir), Some(golden)) = (shared("fixtures/tinybert-format"), golden()) else {
+        return;
+    };
+    // TinyBERT ships vocab.txt only: from_dir must build the tokenizer from it.
+    assert!(!dir.join("tokenizer.json").exists());
+    let tokenizer = TextTokenizer::from_dir(&dir, Truncation::head_only(128)).unwrap();
+    check_golden(&tokenizer, &golden);
+}
+
+#[test]
+fn saved_vocab_tokenizer_round_trips() {
+    let (Some(dir), Some(golden)) = (shared("fixtures/tinybert-format"), golden()) else {
+        return;
+    };
+    let built = TextTokenizer::from_dir(&dir, Truncation::head_only(128)).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    built.save(&out.path().join("tokenizer.json")).unwrap();
+    let reloaded = TextTokenizer::from_dir(out.path(), Truncation::head_only(128)).unwrap();
+    check_golden(&reloaded, &golden);
+}
+
+#[test]
+fn head_tail_keeps_first_and_last_pieces() {
+    let Some(dir) = minilm_dir() else { return };
+    let tokenizer = TextTokenizer::from_dir(&dir, Truncation::head_tail(16, 6)).unwrap();
+    let text: String = (0..200).map(|i| format!("w{i} ")).collect();
+    let pieces = tokenizer.word_pieces(&text).unwrap();
+    let encoded = tokenizer.encode(&text).unwrap();
+    assert!(encoded.is_truncated);
+    assert_eq!(encoded.ids.len(), 16);
+    assert_eq!(encoded.ids[0], tokenizer.cls_id());
+    assert_eq!(encoded.ids[15], tokenizer.sep_id());
+    assert_eq!(&encoded.ids[1..7], &pieces[..6]);
+    assert_eq!(&encoded.ids[7..15], &pieces[pieces.len() - 8..]);
+}
+
+#[test]
+fn short_text_is_not_truncated() {
+    let Some(dir) = minilm_dir() else { return };
+    let tokenizer = TextTokenizer::from_dir(&dir, Truncation::head_tail(16, 6)).unwrap();
+    let encoded = tokenizer.encode("a fine film").unwrap();
+    assert!(!encoded.is_truncated);
+    assert_eq!(encoded.ids.len(), 5);
+}
+
+#[test]
+fn window_shortcut_equals_full_tokenization() {
+    let Some(dir) = minilm_dir() else { return };
+    let tokenizer = TextTokenizer::from_dir(&dir, Truncation::head_tail(64, 20)).unwrap();
+    let sentence = "The acting was superb, the plot—unbelievable! Café crème. ";
+    let text = sentence.repeat(400);
+    let pieces = tokenizer.word_pieces(&text).unwrap();
+    let mut expected = vec![tokenizer.cls_id()];
+    expected.extend_from_slice(&pieces[..20]);
+    expected.extend_from_slice(&pieces[pieces.len() - 42..]);
+    expected.push(tokenizer.sep_id());
+    let encoded = tokenizer.encode(&text).unwrap();
+    assert_eq!(encoded.ids, expected);
+    assert!(encoded.is_truncated);
+}
+
+#[test]
+fn megabyte_text_and_unbroken_text_are_handled() {
+    let Some(dir) = minilm_dir() else { return };
+    let tokenizer = TextTokenizer::from_dir(&dir, Truncation::head_tail(256, 128)).unwrap();
+    let long = "great movie ".repeat(90_000);
+    let encoded = tokenizer.encode(&long).unwrap();
+    assert_eq!(encoded.ids.len(), 256);
+    assert!(encoded.is_truncated);
+    // No whitespace at all: the shortcut cannot cut, the full path still answers.
+    let unbroken = "x".repeat(1 << 20);
+    let encoded = tokenizer.encode(&unbroken).unwrap();
+    assert!(encoded.ids.len() <= 256);
+}
+
+#[test]
+fn empty_text_is_cls_sep() {
+    let Some(dir) = minilm_dir() else { return };
+    let tokenizer = TextTokenizer::from_dir(&dir, Truncation::head_tail(256, 128)).unwrap();
+    let encoded = tokenizer.encode("").unwrap();
+    assert_eq!(encoded.ids, vec![tokenizer.cls_id(), tokenizer.sep_id()]);
+}
+
+#[test]
+fn bad_truncation_and_missing_files_are_errors() {
+    assert!(matches!(
+        Truncation::head_tail(2, 0).validate(),
+        Err(Error::BadTruncation { .. })
+    ));
+    assert!(matches!(
+        Truncation::head_tail(10, 9).validate(),
+        Err(Error::BadTruncation { .. })
+    ));
+    let empty = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        TextTokenizer::from_dir(empty.path(), Truncation::head_only(8)),
+        Err(Error::NotFound { .. })
+    ));
+    std::fs::write(empty.path().join("tokenizer.json"), b"{not json").unwrap();
+    let err = TextTokenizer::from_dir(empty.path(), Truncation::head_only(8))
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::Unreadable { .. }), "{err}");
+    assert!(err.to_string().contains("tokenizer.json"));
+}
+
+#[test]
+fn vocab_without_special_tokens_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("vocab.txt"), "hello\nworld\n[UNK]\n").unwrap();
+    let err = TextTokenizer::from_dir(dir.path(), Truncation::head_only(8))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, Error::MissingSpecialToken { token: "[CLS]", .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn batch_pads_to_longest_item_only() {
+    let items = [
+        Encoded {
+            ids: vec![101, 7, 102],
+            is_truncated: false,
+        },
+        Encoded {
+            ids: vec![101, 7, 8, 9, 102],
+            is_truncated: false,
+        },
+    ];
+    let batch = TokenBatch::from_encoded(&items, 0);
+    assert_eq!((batch.batch, batch.sequence), (2, 5));
+    assert_eq!(batch.input_ids, vec![101, 7, 102, 0, 0, 101, 7, 8, 9, 102]);
+    assert_eq!(batch.attention_mask, vec![1, 1, 1, 0, 0, 1, 1, 1, 1, 1]);
+    assert_eq!(batch.row_tokens(0), 3);
+}
