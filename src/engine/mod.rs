@@ -22,6 +22,11 @@ use tract_onnx::prelude::*;
 
 use crate::tokenizer::TokenBatch;
 
+mod plans;
+
+pub use plans::EngineOptions;
+use plans::{PlanCache, Shape};
+
 /// Errors of loading or running a model.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -68,21 +73,22 @@ pub enum Error {
     Run(String),
 }
 
-type Plan = Arc<TypedRunnableModel>;
-
-/// A loaded, optimized classifier graph. Cheap to clone; `Send + Sync`.
+/// A loaded classifier graph with its cache of shape-specialised plans. Cheap to clone
+/// (clones share the cache); `Send + Sync`.
 #[derive(Clone)]
 pub struct Engine {
-    plan: Plan,
+    plans: Arc<PlanCache>,
     path: PathBuf,
     output_names: Arc<[String]>,
     probabilities: usize,
 }
 
-/// Per-thread run state over an [`Engine`]'s plan; reuse it for every batch of a thread.
+/// Per-thread run state over an [`Engine`]: tract's state for each recently used shape.
+/// Reuse one per thread for every batch.
 pub struct Session {
-    state: TypedSimpleState,
-    probabilities: usize,
+    engine: Engine,
+    states: Vec<(Shape, TypedSimpleState)>,
+    row: TokenBatch,
 }
 
 /// Row-major `(rows, labels)` class probabilities of one batch.
@@ -126,8 +132,14 @@ pub struct NamedOutput {
 }
 
 impl Engine {
-    /// Loads, types and optimizes an ONNX classifier with symbolic `batch` and `sequence`.
+    /// Loads an ONNX classifier with default [`EngineOptions`].
     pub fn load(path: &Path) -> Result<Self, Error> {
+        Self::load_with(path, EngineOptions::default())
+    }
+
+    /// Parses an ONNX classifier once and optimizes its smallest sequence bucket, so a corrupt
+    /// or foreign file fails here rather than on the first text.
+    pub fn load_with(path: &Path, options: EngineOptions) -> Result<Self, Error> {
         let bytes = std::fs::read(path).map_err(|e| Error::Unreadable {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -157,13 +169,13 @@ impl Engine {
                 path: path.to_path_buf(),
                 name: "probabilities",
             })?;
-        let plan = model
-            .into_optimized()
-            .map_err(bad)?
-            .into_runnable()
-            .map_err(bad)?;
+        let plans = Arc::new(PlanCache::new(model, path, options));
+        plans.get(Shape {
+            rows: 1,
+            sequence: options.sequence_bucket.max(1),
+        })?;
         Ok(Engine {
-            plan,
+            plans,
             path: path.to_path_buf(),
             output_names,
             probabilities,
@@ -177,13 +189,10 @@ impl Engine {
 
     /// A per-thread session for repeated runs.
     pub fn session(&self) -> Result<Session, Error> {
-        let state = self
-            .plan
-            .spawn()
-            .map_err(|e| Error::Run(format!("{e:#}")))?;
         Ok(Session {
-            state,
-            probabilities: self.probabilities,
+            engine: self.clone(),
+            states: Vec::new(),
+            row: TokenBatch::default(),
         })
     }
 
@@ -192,10 +201,14 @@ impl Engine {
         self.session()?.classify(batch)
     }
 
-    /// Runs a batch and returns every graph output as f32 (hidden states for golden checks).
+    /// Runs a batch exactly as given (no bucketing) and returns every graph output as f32
+    /// (hidden states for golden checks).
     pub fn run_all(&self, batch: &TokenBatch) -> Result<Vec<NamedOutput>, Error> {
-        let outputs = self
-            .plan
+        let plan = self.plans.get(Shape {
+            rows: batch.batch,
+            sequence: batch.sequence,
+        })?;
+        let outputs = plan
             .run(inputs(batch)?)
             .map_err(|e| Error::Run(format!("{e:#}")))?;
         outputs
@@ -215,27 +228,62 @@ impl Engine {
 
 impl Session {
     /// Classifies one batch: `(batch, sequence)` ids and mask → `(batch, labels)` probabilities.
+    ///
+    /// Each row runs on its own, padded only up to its sequence bucket: with tract, a plan
+    /// specialised to one shape is ~40 % faster than a symbolic one, and batch 1 wastes no
+    /// compute on padding.
     pub fn classify(&mut self, batch: &TokenBatch) -> Result<Probabilities, Error> {
-        if batch.is_empty() {
-            return Ok(Probabilities {
-                values: Vec::new(),
-                labels: 0,
-            });
+        check_batch(batch)?;
+        let mut values = Vec::new();
+        let mut labels = 0;
+        let bucket = self.engine.plans.options.sequence_bucket.max(1);
+        let pad_id = 0;
+        for row in 0..batch.batch {
+            let tokens = batch.row_tokens(row).max(1);
+            let sequence = tokens.div_ceil(bucket) * bucket;
+            let start = row * batch.sequence;
+            self.row.batch = 1;
+            self.row.sequence = sequence;
+            self.row.input_ids.clear();
+            self.row.attention_mask.clear();
+            let used = tokens.min(batch.sequence);
+            self.row
+                .input_ids
+                .extend_from_slice(&batch.input_ids[start..start + used]);
+            self.row.input_ids.resize(sequence, pad_id);
+            self.row
+                .attention_mask
+                .extend_from_slice(&batch.attention_mask[start..start + used]);
+            self.row.attention_mask.resize(sequence, 0);
+            let output = self.run_row(Shape { rows: 1, sequence })?;
+            labels = output.len();
+            values.extend_from_slice(&output);
         }
-        let outputs = self
-            .state
-            .run(inputs(batch)?)
+        Ok(Probabilities { values, labels })
+    }
+
+    fn run_row(&mut self, shape: Shape) -> Result<Vec<f32>, Error> {
+        let index = match self.states.iter().position(|(s, _)| *s == shape) {
+            Some(index) => index,
+            None => {
+                let plan = self.engine.plans.get(shape)?;
+                let state = plan.spawn().map_err(|e| Error::Run(format!("{e:#}")))?;
+                if self.states.len() >= self.engine.plans.options.plan_cache_size.max(1) {
+                    self.states.remove(0);
+                }
+                self.states.push((shape, state));
+                self.states.len() - 1
+            }
+        };
+        let state = &mut self.states[index].1;
+        let outputs = state
+            .run(inputs(&self.row)?)
             .map_err(|e| Error::Run(format!("{e:#}")))?;
-        let output = &outputs[self.probabilities];
-        let labels = output.shape().last().copied().unwrap_or(0);
-        Ok(Probabilities {
-            values: to_f32_vec(output)?,
-            labels,
-        })
+        to_f32_vec(&outputs[self.engine.probabilities])
     }
 }
 
-fn inputs(batch: &TokenBatch) -> Result<TVec<TValue>, Error> {
+fn check_batch(batch: &TokenBatch) -> Result<(), Error> {
     let (rows, seq) = (batch.batch, batch.sequence);
     if batch.input_ids.len() != rows * seq || batch.attention_mask.len() != rows * seq {
         return Err(Error::BadBatch {
@@ -245,6 +293,12 @@ fn inputs(batch: &TokenBatch) -> Result<TVec<TValue>, Error> {
             mask: batch.attention_mask.len(),
         });
     }
+    Ok(())
+}
+
+fn inputs(batch: &TokenBatch) -> Result<TVec<TValue>, Error> {
+    check_batch(batch)?;
+    let (rows, seq) = (batch.batch, batch.sequence);
     let ids = Tensor::from_shape(&[rows, seq], &batch.input_ids)
         .map_err(|e| Error::Run(format!("{e:#}")))?;
     let mask = Tensor::from_shape(&[rows, seq], &batch.attention_mask)

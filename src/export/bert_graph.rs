@@ -60,6 +60,9 @@ pub struct GraphOptions {
     pub with_hidden_states: bool,
 }
 
+/// 1.5·2²³: `(v + M) − M` rounds an f32 `v` with |v| < 2²² to the nearest integer, ties to even.
+const ROUNDING_MAGIC: f32 = 12_582_912.0;
+
 /// Large negative bias for padded keys; exp(−10⁴) is 0 in f32 and f16 alike.
 const MASKED_BIAS: f32 = -10_000.0;
 
@@ -290,7 +293,12 @@ impl<'a> Emitter<'a> {
         let q_range = self.graph.scalar(127.0);
         let inv_scale = self.graph.op("Div", &[&q_range, &max_abs], vec![]);
         let scaled = self.graph.op("Mul", &[x, &inv_scale], vec![]);
-        let rounded = self.graph.op("Round", &[&scaled], vec![]);
+        // Round half to even by the float trick (|v| ≤ 127 ≪ 2²²): adding and removing
+        // 1.5·2²³ leaves the nearest integer. Two adds fuse with the Mul above into one
+        // elementwise pass in tract, where its `Round` op is a scalar loop (12 % of the run).
+        let magic = self.graph.scalar(ROUNDING_MAGIC);
+        let shifted = self.graph.op("Add", &[&scaled, &magic], vec![]);
+        let rounded = self.graph.op("Sub", &[&shifted, &magic], vec![]);
         let x_q = self.graph.op(
             "Cast",
             &[&rounded],

@@ -271,3 +271,32 @@ fn both_tinybert_formats_build() {
         assert_eq!(classifier.classify(&["a test"]).unwrap().len(), 1);
     }
 }
+
+#[test]
+fn f16_build_is_served_by_default_and_agrees_with_f32() {
+    let Some(base) = shared("fixtures/tinybert-format") else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let args = [
+        "build",
+        "--random-head",
+        "--precision",
+        "f16",
+        "--base",
+        &base.to_string_lossy(),
+        "--out",
+        &out.path().to_string_lossy(),
+    ];
+    let (ok, _, stderr) = sentimq(&args, None);
+    assert!(ok, "{stderr}");
+    let manifest = ModelManifest::read(out.path()).unwrap();
+    assert_eq!(manifest.default_graph, "model.f16.onnx");
+    assert!(
+        manifest.parity[0].max_probability_diff < 0.01,
+        "{:?}",
+        manifest.parity
+    );
+    let f32_bytes = manifest.files["model.onnx"].bytes as f64;
+    assert!((manifest.files["model.f16.onnx"].bytes as f64) < 0.55 * f32_bytes);
+}
