@@ -65,8 +65,10 @@ pub enum Error {
         position: usize,
     },
     /// The f32 graph does not reproduce the reference forward pass.
-    #[error("the f32 graph disagrees with the reference forward pass: logit diff {diff:.2e} > {tolerance:.0e} on sample {sample:?}")]
+    #[error("the f32 graph disagrees with the reference forward pass: {output} differ by {diff:.2e} > {tolerance:.0e} on sample {sample:?}")]
     ReferenceMismatch {
+        /// The compared output (`last_hidden_state` or `logits`).
+        output: &'static str,
         /// Largest absolute logit difference.
         diff: f32,
         /// Allowed difference.
@@ -141,7 +143,7 @@ impl BuildOptions {
 pub struct BuildReport {
     /// The written manifest.
     pub manifest: ModelManifest,
-    /// Largest logit difference between tract's f32 run and the reference forward pass.
+    /// Largest hidden-state or logit difference between tract's f32 run and the reference.
     pub reference_diff: f32,
 }
 
@@ -168,8 +170,7 @@ pub fn build(options: &BuildOptions) -> Result<BuildReport, Error> {
         .iter()
         .map(|t| tokenizer.encode(t))
         .collect::<Result<_, _>>()?;
-    let reference_diff =
-        check_against_reference(&weights, &checkpoint.config, &f32_path, &samples)?;
+    let reference_diff = check_against_reference(&weights, &checkpoint.config, out, &samples)?;
 
     let mut parity = Vec::new();
     let mut default_graph = Precision::F32.file_name().to_string();
@@ -300,34 +301,57 @@ pub fn write_graph(
     })
 }
 
+/// Runs the f32 graph (with its hidden-state outputs) in tract on a few samples and compares
+/// the final hidden states and logits with the plain-Rust reference forward pass.
 fn check_against_reference(
     weights: &TensorMap,
     config: &BertConfig,
-    graph: &Path,
+    out: &Path,
     samples: &[Encoded],
 ) -> Result<f32, Error> {
-    let engine = Engine::load(graph)?;
+    let graph = classifier_graph(
+        weights,
+        config,
+        GraphOptions {
+            precision: Precision::F32,
+            with_hidden_states: true,
+        },
+    )?;
+    let path = out.join(".reference-check.onnx");
+    std::fs::write(&path, onnx::encode(&graph)).map_err(|e| Error::Write {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let engine = Engine::load(&path);
+    let _ = std::fs::remove_file(&path);
+    let engine = engine?;
     let mut worst = 0f32;
     // A handful of samples is enough to catch a wiring error; the reference is slow.
     for (text, sample) in samples::TEXTS.iter().zip(samples).take(4) {
-        let expected = reference::forward(weights, config, &sample.ids)?.logits;
+        let expected = reference::forward(weights, config, &sample.ids)?;
         let outputs = engine.run_all(&TokenBatch::from_encoded(std::slice::from_ref(sample), 0))?;
-        let logits = outputs
-            .iter()
-            .find(|o| o.name == "logits")
-            .ok_or(engine::Error::Run("no logits output".into()))?;
-        let diff = expected
-            .iter()
-            .zip(&logits.values)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        if diff.is_nan() || diff > REFERENCE_TOLERANCE {
-            return Err(Error::ReferenceMismatch {
-                diff,
-                tolerance: REFERENCE_TOLERANCE,
-                sample: text.to_string(),
-            });
+        for (name, reference) in [
+            ("last_hidden_state", &expected.hidden),
+            ("logits", &expected.logits),
+        ] {
+            let found = outputs
+                .iter()
+                .find(|o| o.name == name)
+                .ok_or(Error::MissingWeight { name: name.into() })?;
+            let diff = reference
+                .iter()
+                .zip(&found.values)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            if diff.is_nan() || diff > REFERENCE_TOLERANCE {
+                return Err(Error::ReferenceMismatch {
+                    output: name,
+                    diff,
+                    tolerance: REFERENCE_TOLERANCE,
+                    sample: text.to_string(),
+                });
+            }
+            worst = worst.max(diff);
         }
-        worst = worst.max(diff);
     }
     Ok(worst)
 }

@@ -51,7 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let manifest = &report.manifest;
     eprintln!("built {} ({})", args.out.display(), manifest.identity());
     eprintln!(
-        "f32 graph vs reference forward pass: max logit diff {:.2e}",
+        "f32 graph vs reference forward pass (hidden states, logits): max diff {:.2e}",
         report.reference_diff
     );
     for parity in &manifest.parity {
