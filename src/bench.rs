@@ -1,6 +1,6 @@
 //! `sentimq bench`: load time, latency per sequence length and batch throughput of one graph.
 //!
-//! Inputs are synthetic but deterministic token ids (`bench_ids`), so `benches/onnxruntime.py`
+//! Inputs are synthetic but deterministic token ids (`bench_ids`), so `benches/ort_compare.py`
 //! feeds onnxruntime exactly the same tensors and the two runtimes can be compared as a ratio
 //! from one run. Times are wall-clock on this process, after warm-up.
 
@@ -86,7 +86,7 @@ pub struct ThroughputRow {
 }
 
 /// Deterministic token ids of length `sequence`: `[CLS]`, ordinary word pieces, `[SEP]`.
-/// `benches/onnxruntime.py` computes the same formula.
+/// `benches/ort_compare.py` computes the same formula.
 pub fn bench_ids(sequence: usize, row: usize) -> Vec<i64> {
     let mut ids = vec![101];
     ids.extend(
