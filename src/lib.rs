@@ -2,7 +2,9 @@
 //!
 //! The library is cut by pipeline stage (see `ARCHITECTURE.md`): [`tokenizer`] and
 //! [`checkpoint`] serve everyone; [`export`] turns a checkpoint and adapter into ONNX graphs;
-//! [`engine`] runs them with tract; [`classifier`] ties a built model directory together.
+//! [`engine`] runs them with tract; [`classifier`] ties a built model directory together;
+//! [`daemon`] serves it over MQTT (`sentimqd`); `train` (feature `train`) fine-tunes the
+//! classifier with candle.
 //! Workstation-only modules sit behind the `workstation` feature, so the daemon stays small.
 #![warn(missing_docs)]
 
@@ -13,6 +15,7 @@ pub mod bench;
 #[cfg(feature = "workstation")]
 pub mod checkpoint;
 pub mod classifier;
+pub mod daemon;
 #[cfg(feature = "workstation")]
 pub mod data;
 pub mod engine;
@@ -22,3 +25,5 @@ pub mod manifest;
 pub mod metrics;
 pub mod rng;
 pub mod tokenizer;
+#[cfg(feature = "train")]
+pub mod train;

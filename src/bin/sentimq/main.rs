@@ -6,6 +6,8 @@ mod bench;
 mod build;
 mod classify;
 mod eval;
+#[cfg(feature = "train")]
+mod train;
 
 use std::process::ExitCode;
 
@@ -29,8 +31,16 @@ enum Command {
     Eval(eval::Args),
     /// Load time, latency per sequence length and throughput of a model's graph.
     Bench(bench::Args),
+    /// Fine-tune a BERT checkpoint on IMDB with LoRA (or fully) and write a PEFT adapter.
+    #[cfg(feature = "train")]
+    Train(train::Args),
     /// Fine-tune a BERT checkpoint on IMDB (needs the `train` feature).
-    Train,
+    #[cfg(not(feature = "train"))]
+    Train {
+        /// Whatever flags were given: this build cannot train, and says so.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -40,7 +50,10 @@ fn main() -> ExitCode {
         Command::Classify(args) => classify::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
-        Command::Train => Err(anyhow::anyhow!(
+        #[cfg(feature = "train")]
+        Command::Train(args) => train::run(args),
+        #[cfg(not(feature = "train"))]
+        Command::Train { .. } => Err(anyhow::anyhow!(
             "this sentimq was built without training; rebuild with `cargo build --release --features train`"
         )),
     };

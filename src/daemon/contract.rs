@@ -1,0 +1,507 @@
+//! The MQTT contract: how inputs are read and what results and error replies look like.
+//!
+//! An input payload is either raw UTF-8 text or, when it starts with `{`, a JSON object with the
+//! text in [`InputConfig::text_field`](crate::daemon::config::InputConfig) and an optional `id`
+//! (or `transaction`) that is echoed back. Results go to `<base>/result/<input topic>`, error
+//! replies to `<base>/error`; an MQTT v5 request with a Response Topic gets either on that topic,
+//! with its Correlation Data. Every rejected input gets exactly one error reply with a stable
+//! [`ErrorCode`]; the README's tables document both shapes.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+use super::message::{Completion, Inbound, Outbound};
+use super::topic;
+use crate::classifier::Classification;
+
+/// Why an input was rejected: the `error` field of an error reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The payload is not valid UTF-8.
+    BadUtf8,
+    /// The payload starts with `{` but is not a JSON object.
+    BadJson,
+    /// The JSON object has no text field.
+    MissingField,
+    /// The text field is not a string, or `id` is not a string or number.
+    BadField,
+    /// The text is empty or only whitespace.
+    Empty,
+    /// The payload is larger than `input.max_payload_bytes`.
+    TooLong,
+    /// The reply topic cannot be published to (bad v5 Response Topic, or too long).
+    BadTopic,
+    /// The queues are full and the input was sent at QoS 0 (QoS 1 inputs wait instead).
+    Overloaded,
+    /// The model failed on the batch (a bug or a resource problem; see the daemon's log).
+    InferenceFailed,
+}
+
+impl ErrorCode {
+    /// Every code, in README order.
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::BadUtf8,
+        ErrorCode::BadJson,
+        ErrorCode::MissingField,
+        ErrorCode::BadField,
+        ErrorCode::Empty,
+        ErrorCode::TooLong,
+        ErrorCode::BadTopic,
+        ErrorCode::Overloaded,
+        ErrorCode::InferenceFailed,
+    ];
+
+    /// The snake_case code published in `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadUtf8 => "bad_utf8",
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::MissingField => "missing_field",
+            ErrorCode::BadField => "bad_field",
+            ErrorCode::Empty => "empty",
+            ErrorCode::TooLong => "too_long",
+            ErrorCode::BadTopic => "bad_topic",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::InferenceFailed => "inference_failed",
+        }
+    }
+
+    /// Position in [`ErrorCode::ALL`] (for per-code counters).
+    pub fn index(self) -> usize {
+        Self::ALL
+            .iter()
+            .position(|c| *c == self)
+            .expect("ALL lists every code")
+    }
+}
+
+/// An input that cannot be classified: the code, a human detail and the `id` if one was read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejection {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// What exactly is wrong, for humans.
+    pub detail: String,
+    /// The input's `id`, when the payload got far enough to have one.
+    pub id: Option<Value>,
+}
+
+impl Rejection {
+    /// A rejection without an id.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Rejection {
+            code,
+            detail: detail.into(),
+            id: None,
+        }
+    }
+}
+
+/// A readable input: the text to classify and the id to echo.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request<'a> {
+    /// The `id` (or `transaction`) of a JSON input.
+    pub id: Option<Value>,
+    /// The text.
+    pub text: std::borrow::Cow<'a, str>,
+}
+
+/// Reads one payload: size limit, UTF-8, raw text or JSON object, text field, id.
+pub fn parse_input<'a>(
+    payload: &'a [u8],
+    text_field: &str,
+    max_bytes: usize,
+) -> Result<Request<'a>, Rejection> {
+    if payload.len() > max_bytes {
+        return Err(Rejection::new(
+            ErrorCode::TooLong,
+            format!(
+                "payload is {} bytes, the limit is {max_bytes} (input.max_payload_bytes)",
+                payload.len()
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(payload).map_err(|e| {
+        Rejection::new(
+            ErrorCode::BadUtf8,
+            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        )
+    })?;
+    let request = if text.trim_start().starts_with('{') {
+        parse_json(text, text_field)?
+    } else {
+        Request {
+            id: None,
+            text: text.into(),
+        }
+    };
+    if request.text.trim().is_empty() {
+        return Err(Rejection {
+            code: ErrorCode::Empty,
+            detail: "the text is empty".into(),
+            id: request.id,
+        });
+    }
+    Ok(request)
+}
+
+fn parse_json<'a>(text: &str, text_field: &str) -> Result<Request<'a>, Rejection> {
+    let mut object: serde_json::Map<String, Value> = serde_json::from_str(text)
+        .map_err(|e| Rejection::new(ErrorCode::BadJson, format!("not a JSON object: {e}")))?;
+    let id = match object.remove("id").or_else(|| object.remove("transaction")) {
+        None => None,
+        Some(id @ (Value::String(_) | Value::Number(_))) => Some(id),
+        Some(other) => {
+            return Err(Rejection::new(
+                ErrorCode::BadField,
+                format!(
+                    "\"id\" must be a string or a number, found {}",
+                    kind(&other)
+                ),
+            ))
+        }
+    };
+    match object.remove(text_field) {
+        Some(Value::String(text)) => Ok(Request {
+            id,
+            text: text.into(),
+        }),
+        Some(other) => Err(Rejection {
+            code: ErrorCode::BadField,
+            detail: format!("{text_field:?} must be a string, found {}", kind(&other)),
+            id,
+        }),
+        None => Err(Rejection {
+            code: ErrorCode::MissingField,
+            detail: format!("the JSON object has no {text_field:?} field (input.text_field)"),
+            id,
+        }),
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The JSON published for a classified input.
+#[derive(Serialize)]
+struct ResultMessage<'a> {
+    id: Option<&'a Value>,
+    source_topic: &'a str,
+    label: &'a str,
+    score: f32,
+    scores: Scores<'a>,
+    model: &'a str,
+    tokens: usize,
+    truncated: bool,
+    latency_ms: f64,
+    ts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+}
+
+/// The JSON published for a rejected input.
+#[derive(Serialize)]
+struct ErrorMessage<'a> {
+    id: Option<&'a Value>,
+    source_topic: &'a str,
+    error: &'static str,
+    detail: &'a str,
+    ts: u64,
+}
+
+/// Label → probability as a JSON object, in the model's label order.
+struct Scores<'a>(&'a [(String, f32)]);
+
+impl Serialize for Scores<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (label, p) in self.0 {
+            map.serialize_entry(label, p)?;
+        }
+        map.end()
+    }
+}
+
+/// Builds the replies of one daemon: topics, payloads, completions.
+#[derive(Clone, Debug)]
+pub struct Replier {
+    base_topic: String,
+    model: String,
+    echo_text: bool,
+    inputs: Vec<String>,
+}
+
+impl Replier {
+    /// A replier publishing under `base_topic` and naming `model` (`<name>@<sha12>`);
+    /// `inputs` are the subscribed filters, which a response topic must not match.
+    pub fn new(base_topic: &str, model: &str, echo_text: bool, inputs: &[String]) -> Self {
+        Replier {
+            base_topic: base_topic.to_string(),
+            model: model.to_string(),
+            echo_text,
+            inputs: inputs.to_vec(),
+        }
+    }
+
+    /// The result of a classified input. `text` is echoed when `input.echo_text` is on.
+    pub fn result(
+        &self,
+        input: &Inbound,
+        id: Option<&Value>,
+        text: &str,
+        verdict: &Classification,
+        buffer: &mut Vec<u8>,
+    ) -> Outbound {
+        let topic = match &input.response {
+            Some(route) => route.topic.clone(),
+            None => format!("{}/result/{}", self.base_topic, input.topic),
+        };
+        if let Err(e) = topic::validate_name(&topic) {
+            return self.error(
+                input,
+                &Rejection {
+                    code: ErrorCode::BadTopic,
+                    detail: format!("reply topic {e}"),
+                    id: id.cloned(),
+                },
+                buffer,
+            );
+        }
+        let message = ResultMessage {
+            id,
+            source_topic: &input.topic,
+            label: &verdict.label,
+            score: verdict.score,
+            scores: Scores(&verdict.scores),
+            model: &self.model,
+            tokens: verdict.tokens,
+            truncated: verdict.truncated,
+            latency_ms: latency_ms(input.received),
+            ts: unix_ms(),
+            text: self.echo_text.then_some(text),
+        };
+        self.outbound(input, topic, &message, buffer)
+    }
+
+    /// The error reply of a rejected input: on its response topic (v5) or `<base>/error`.
+    pub fn error(&self, input: &Inbound, rejection: &Rejection, buffer: &mut Vec<u8>) -> Outbound {
+        let topic = match &input.response {
+            Some(route)
+                if rejection.code != ErrorCode::BadTopic && self.check_route(input).is_none() =>
+            {
+                route.topic.clone()
+            }
+            _ => format!("{}/error", self.base_topic),
+        };
+        let message = ErrorMessage {
+            id: rejection.id.as_ref(),
+            source_topic: &input.topic,
+            error: rejection.code.as_str(),
+            detail: &rejection.detail,
+            ts: unix_ms(),
+        };
+        self.outbound(input, topic, &message, buffer)
+    }
+
+    /// The rejection of an input whose v5 Response Topic is unusable, if it is: not a valid
+    /// topic name, or one the daemon subscribes to (its reply would be classified in turn).
+    pub fn check_route(&self, input: &Inbound) -> Option<Rejection> {
+        let route = input.response.as_ref()?;
+        if let Err(e) = topic::validate_name(&route.topic) {
+            return Some(Rejection::new(
+                ErrorCode::BadTopic,
+                format!("response topic {:?} {e}", route.topic),
+            ));
+        }
+        let filter = self
+            .inputs
+            .iter()
+            .find(|f| topic::matches(f, &route.topic))?;
+        Some(Rejection::new(
+            ErrorCode::BadTopic,
+            format!(
+                "response topic {:?} matches the input filter {filter:?}; the reply would be classified again",
+                route.topic
+            ),
+        ))
+    }
+
+    fn outbound(
+        &self,
+        input: &Inbound,
+        topic: String,
+        message: &impl Serialize,
+        buffer: &mut Vec<u8>,
+    ) -> Outbound {
+        buffer.clear();
+        serde_json::to_writer(&mut *buffer, message).expect("replies serialize to memory");
+        let correlation = input
+            .response
+            .as_ref()
+            .filter(|route| route.topic == topic)
+            .and_then(|route| route.correlation.clone());
+        Outbound {
+            topic,
+            // One copy per reply: the payload must outlive the reused buffer.
+            payload: Bytes::copy_from_slice(buffer),
+            correlation,
+            completion: input.ack.map_or(Completion::Nothing, Completion::Input),
+        }
+    }
+}
+
+/// Milliseconds since `start`, rounded to 0.01 ms.
+fn latency_ms(start: Instant) -> f64 {
+    (start.elapsed().as_micros() as f64 / 10.0).round() / 100.0
+}
+
+/// Milliseconds since the Unix epoch (the `ts` field).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::message::{InputAck, ResponseRoute};
+
+    fn parse(payload: &[u8]) -> Result<Request<'_>, Rejection> {
+        parse_input(payload, "text", 64)
+    }
+
+    #[test]
+    fn raw_and_json_inputs() {
+        let raw = parse(b"A fine film").unwrap();
+        assert_eq!((raw.id, raw.text.as_ref()), (None, "A fine film"));
+        let json = parse(br#"{"id": 7, "text": "ok"}"#).unwrap();
+        assert_eq!(json.id, Some(Value::from(7)));
+        assert_eq!(json.text, "ok");
+        let transaction = parse(br#" {"transaction": "t1", "text": "ok"}"#).unwrap();
+        assert_eq!(transaction.id, Some(Value::from("t1")));
+    }
+
+    #[test]
+    fn every_bad_input_has_its_code() {
+        let code = |payload: &[u8]| parse(payload).unwrap_err().code;
+        assert_eq!(code(b"\xff\xfe"), ErrorCode::BadUtf8);
+        assert_eq!(code(b"{not json"), ErrorCode::BadJson);
+        assert_eq!(code(b"{\"text\": 1}"), ErrorCode::BadField);
+        assert_eq!(code(b"{\"id\": [1], \"text\": \"x\"}"), ErrorCode::BadField);
+        assert_eq!(code(b"{\"body\": \"x\"}"), ErrorCode::MissingField);
+        assert_eq!(code(b"   "), ErrorCode::Empty);
+        assert_eq!(code(b"{\"id\": 1, \"text\": \" \"}"), ErrorCode::Empty);
+        assert_eq!(code(&[b'a'; 65]), ErrorCode::TooLong);
+        let missing = parse(br#"{"id": "x", "body": "t"}"#).unwrap_err();
+        assert_eq!(missing.id, Some(Value::from("x")), "id kept for the reply");
+    }
+
+    /// Outside bytes never panic the parser: random payloads, half of them JSON-looking.
+    #[test]
+    fn random_payloads_never_panic() {
+        let mut rng = crate::rng::SplitMix64::new(7);
+        let alphabet = b"{}[]\":,0123456789 abtexid\\\xc3\xa9\xff\n";
+        for round in 0..20_000 {
+            let len = rng.below(48);
+            let mut payload: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.below(alphabet.len())])
+                .collect();
+            if round % 2 == 0 {
+                payload.insert(0, b'{');
+            }
+            match parse_input(&payload, "text", 40) {
+                Ok(request) => assert!(!request.text.trim().is_empty()),
+                Err(rejection) => assert!(!rejection.detail.is_empty()),
+            }
+        }
+    }
+
+    #[test]
+    fn codes_are_snake_case_and_distinct() {
+        let names: std::collections::BTreeSet<_> =
+            ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(code.index(), i);
+        }
+    }
+
+    fn inbound(response: Option<ResponseRoute>) -> Inbound {
+        Inbound {
+            topic: "chat/1/message".into(),
+            payload: Bytes::new(),
+            response,
+            ack: Some(InputAck { epoch: 1, pkid: 5 }),
+            received: Instant::now(),
+            is_redelivery: false,
+        }
+    }
+
+    #[test]
+    fn results_and_errors_are_routed() {
+        let replier = Replier::new("sentimq", "m@abc", false, &["chat/+/message".into()]);
+        let verdict = Classification {
+            label: "positive".into(),
+            score: 0.9,
+            scores: vec![("negative".into(), 0.1), ("positive".into(), 0.9)],
+            tokens: 4,
+            truncated: false,
+        };
+        let mut buffer = Vec::new();
+        let out = replier.result(&inbound(None), None, "hi", &verdict, &mut buffer);
+        assert_eq!(out.topic, "sentimq/result/chat/1/message");
+        assert_eq!(
+            out.completion,
+            Completion::Input(InputAck { epoch: 1, pkid: 5 })
+        );
+        let json: Value = serde_json::from_slice(&out.payload).unwrap();
+        assert_eq!(
+            json["scores"]["positive"], 0.9,
+            "f32 written in its shortest form"
+        );
+        assert_eq!(json["id"], Value::Null);
+        assert!(json.get("text").is_none());
+
+        let route = ResponseRoute {
+            topic: "reply/here".into(),
+            correlation: Some(Bytes::from_static(b"c1")),
+        };
+        let out = replier.result(&inbound(Some(route)), None, "hi", &verdict, &mut buffer);
+        assert_eq!(out.topic, "reply/here");
+        assert_eq!(out.correlation.as_deref(), Some(&b"c1"[..]));
+
+        let bad_route = ResponseRoute {
+            topic: "reply/#".into(),
+            correlation: None,
+        };
+        let input = inbound(Some(bad_route));
+        let rejection = replier.check_route(&input).unwrap();
+        let out = replier.error(&input, &rejection, &mut buffer);
+        assert_eq!(out.topic, "sentimq/error");
+        let json: Value = serde_json::from_slice(&out.payload).unwrap();
+        assert_eq!(json["error"], "bad_topic");
+        assert_eq!(json["source_topic"], "chat/1/message");
+
+        let looping = inbound(Some(ResponseRoute {
+            topic: "chat/2/message".into(),
+            correlation: None,
+        }));
+        assert_eq!(
+            replier.check_route(&looping).map(|r| r.code),
+            Some(ErrorCode::BadTopic)
+        );
+    }
+}

@@ -1,0 +1,45 @@
+//! `sentimqd`, the edge daemon: classifies text arriving over MQTT and publishes the verdicts.
+//!
+//! The daemon is a pipeline of owned stages joined by bounded queues (see [`service`] for the
+//! picture and the shutdown order):
+//!
+//! - [`broker`]: the MQTT v5 session (rumqttc). One task owns the event loop and only polls and
+//!   forwards; the outbox task publishes and subscribes. Inputs are QoS 1 with manual acks,
+//!   acknowledged only after their reply's PUBACK (at-least-once).
+//! - [`batcher`]: groups inputs that arrive together, up to `pipeline.max_batch` within
+//!   `pipeline.max_wait_ms`, and counts redeliveries.
+//! - [`worker`]: dedicated inference threads, each with its own session and buffers.
+//! - [`contract`]: payload parsing and the JSON of results and error replies (the README's
+//!   MQTT tables).
+//! - [`config`], [`validate`](mod@validate): one configuration for `run` and `validate`, layered defaults <
+//!   file < `SENTIMQ_*` environment < flags.
+//! - [`health`], [`stats`], [`logging`]: systemd readiness and watchdog, `<base>/info`,
+//!   `<base>/stats`, log output.
+//!
+//! The daemon never imports `export` or `train`; it builds with `--no-default-features`.
+//!
+//! ```no_run
+//! use sentimq::daemon::{self, config::{self, Sources}};
+//! let loaded = config::load(Sources { file: Some("sentimqd.toml".into()), ..Sources::default() })?;
+//! daemon::run(loaded)?; // until SIGTERM
+//! # Ok::<(), sentimq::daemon::Error>(())
+//! ```
+
+pub mod batcher;
+pub mod broker;
+pub mod config;
+pub mod contract;
+mod error;
+pub mod health;
+pub mod logging;
+pub mod message;
+pub mod service;
+pub mod stats;
+pub mod tls;
+pub mod topic;
+pub mod validate;
+pub mod worker;
+
+pub use error::{Error, EX_CONFIG};
+pub use service::run;
+pub use validate::{validate, Report, ValidateOptions};

@@ -1,0 +1,218 @@
+//! Inference threads: read payloads, tokenize, classify a batch, build the replies.
+//!
+//! Each worker is a dedicated `std::thread` (never a runtime worker, never `spawn_blocking`)
+//! owning its tract session and scratch buffers. It takes batches from a bounded MPMC queue
+//! and hands replies to the outbox with `blocking_send`, so a slow broker slows the workers
+//! instead of growing a queue. A panicking worker sets the `failed` flag, which stops the
+//! daemon with an error (its batch stays unacknowledged and is redelivered).
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tracing::error;
+
+use super::config::InputConfig;
+use super::contract::{self, ErrorCode, Rejection, Replier};
+use super::message::{Inbound, Outbound};
+use super::stats::Stats;
+use super::Error;
+use crate::classifier::{self, Classifier};
+use crate::tokenizer::{Encoded, TokenBatch};
+
+/// What every worker shares.
+#[derive(Clone)]
+pub struct WorkerContext {
+    /// The model.
+    pub classifier: Arc<Classifier>,
+    /// Batches from the batcher.
+    pub batches: flume::Receiver<Vec<Inbound>>,
+    /// Replies to the outbox. Full: the worker waits (the outbox is publishing).
+    pub replies: mpsc::Sender<Outbound>,
+    /// Builds replies.
+    pub replier: Arc<Replier>,
+    /// `[input]`.
+    pub input: InputConfig,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Set when a worker panics or cannot start.
+    pub failed: Arc<watch::Sender<bool>>,
+}
+
+/// The running inference threads.
+pub struct Workers {
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Workers {
+    /// Starts `count` threads.
+    pub fn spawn(count: usize, context: &WorkerContext) -> Result<Self, Error> {
+        let handles = (0..count)
+            .map(|i| {
+                let context = context.clone();
+                std::thread::Builder::new()
+                    .name(format!("sentimq-infer-{i}"))
+                    .spawn(move || {
+                        let _guard = FailOnPanic(context.failed.clone());
+                        Worker::new(context).run();
+                    })
+                    .map_err(Error::Thread)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Workers { handles })
+    }
+
+    /// Waits for every thread (they end once the batch queue closes and drains).
+    pub fn join(self) {
+        for handle in self.handles {
+            // A panic was already reported through `failed`.
+            let _ = handle.join();
+        }
+    }
+}
+
+struct FailOnPanic(Arc<watch::Sender<bool>>);
+
+impl Drop for FailOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.send_replace(true);
+        }
+    }
+}
+
+/// An input that passed reading and tokenizing, waiting for its batch to run.
+struct Accepted {
+    input: Inbound,
+    id: Option<Value>,
+    text: Option<String>,
+}
+
+struct Worker {
+    context: WorkerContext,
+    encoded: Vec<Encoded>,
+    accepted: Vec<Accepted>,
+    scratch: TokenBatch,
+    buffer: Vec<u8>,
+}
+
+impl Worker {
+    fn new(context: WorkerContext) -> Self {
+        Worker {
+            context,
+            encoded: Vec::new(),
+            accepted: Vec::new(),
+            scratch: TokenBatch::default(),
+            buffer: Vec::with_capacity(1024),
+        }
+    }
+
+    fn run(mut self) {
+        let mut session = match self.context.classifier.engine().session() {
+            Ok(session) => session,
+            Err(e) => {
+                error!("cannot start an inference session: {e}");
+                self.context.failed.send_replace(true);
+                return;
+            }
+        };
+        while let Ok(batch) = self.context.batches.recv() {
+            self.encoded.clear();
+            self.accepted.clear();
+            for input in batch {
+                match self.read(&input) {
+                    Ok((encoded, id, text)) => {
+                        self.encoded.push(encoded);
+                        self.accepted.push(Accepted { input, id, text });
+                    }
+                    Err(rejection) => {
+                        if !self.reject(&input, &rejection) {
+                            return;
+                        }
+                    }
+                }
+            }
+            if self.accepted.is_empty() {
+                continue;
+            }
+            let classifier = &self.context.classifier;
+            match classifier.classify_encoded(&mut session, &self.encoded, &mut self.scratch) {
+                Ok(verdicts) => {
+                    let accepted = std::mem::take(&mut self.accepted);
+                    for (item, verdict) in accepted.iter().zip(&verdicts) {
+                        let reply = self.context.replier.result(
+                            &item.input,
+                            item.id.as_ref(),
+                            item.text.as_deref().unwrap_or(""),
+                            verdict,
+                            &mut self.buffer,
+                        );
+                        let label = classifier
+                            .manifest()
+                            .labels
+                            .iter()
+                            .position(|l| *l == verdict.label)
+                            .unwrap_or(0);
+                        self.context
+                            .stats
+                            .result(label, item.input.received.elapsed());
+                        if self.context.replies.blocking_send(reply).is_err() {
+                            return;
+                        }
+                    }
+                    self.accepted = accepted;
+                }
+                Err(e) => {
+                    error!(batch = self.accepted.len(), "inference failed: {e}");
+                    let accepted = std::mem::take(&mut self.accepted);
+                    for item in &accepted {
+                        let rejection = Rejection {
+                            code: ErrorCode::InferenceFailed,
+                            detail: e.to_string(),
+                            id: item.id.clone(),
+                        };
+                        if !self.reject(&item.input, &rejection) {
+                            return;
+                        }
+                    }
+                    self.accepted = accepted;
+                }
+            }
+        }
+    }
+
+    /// Reads and tokenizes one input: its tokens, `id` and (with `input.echo_text`) text.
+    fn read(&self, input: &Inbound) -> Result<(Encoded, Option<Value>, Option<String>), Rejection> {
+        if let Some(rejection) = self.context.replier.check_route(input) {
+            return Err(rejection);
+        }
+        let input_config = &self.context.input;
+        let max_bytes = usize::try_from(input_config.max_payload_bytes).unwrap_or(usize::MAX);
+        let request = contract::parse_input(&input.payload, &input_config.text_field, max_bytes)?;
+        match self.context.classifier.encode(&request.text) {
+            Ok(encoded) => {
+                let text = input_config.echo_text.then(|| request.text.into_owned());
+                Ok((encoded, request.id, text))
+            }
+            Err(e) => Err(Rejection {
+                code: match e {
+                    classifier::Error::EmptyText => ErrorCode::Empty,
+                    _ => ErrorCode::InferenceFailed,
+                },
+                detail: e.to_string(),
+                id: request.id,
+            }),
+        }
+    }
+
+    /// Sends an error reply; `false` when the outbox is gone.
+    fn reject(&mut self, input: &Inbound, rejection: &Rejection) -> bool {
+        self.context.stats.error(rejection.code);
+        let reply = self
+            .context
+            .replier
+            .error(input, rejection, &mut self.buffer);
+        self.context.replies.blocking_send(reply).is_ok()
+    }
+}

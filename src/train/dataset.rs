@@ -1,0 +1,100 @@
+//! The run's data: the training reviews (balanced `--limit` sample), the stratified validation
+//! split held out from them, optionally a test sample, all cleaned and tokenized.
+//!
+//! Reading, sampling and splitting are [`crate::data`]'s; tokenizing is
+//! [`crate::tokenizer`]'s. The test split is never used for training or model selection.
+
+use std::path::Path;
+
+use crate::data::{self, Example, Split};
+use crate::tokenizer::TextTokenizer;
+
+use super::batches::EncodedSet;
+use super::{Error, TrainConfig};
+
+/// Fewest training examples a run accepts (one per class, and one batch to learn from).
+pub const MIN_TRAIN_EXAMPLES: usize = 2;
+
+/// The tokenized sets of one run.
+pub struct RunData {
+    /// What the optimizer sees.
+    pub train: EncodedSet,
+    /// Held out from train, evaluated after each epoch; may be empty with fraction 0.
+    pub validation: EncodedSet,
+    /// A balanced sample of the test split (`--eval-test`).
+    pub test: Option<EncodedSet>,
+    /// Texts cut to the window, over all sets.
+    pub truncated: usize,
+}
+
+/// Loads, samples, splits and tokenizes the data of `config`.
+///
+/// Errors: [`Error::Data`] for unreadable or malformed data (missing path, empty split, labels
+/// other than 0/1, one class only); [`Error::InvalidFlag`] for `--eval-test` on a source with
+/// no separate test split; [`Error::TooFewExamples`].
+pub fn prepare(config: &TrainConfig, tokenizer: &TextTokenizer) -> Result<RunData, Error> {
+    if config.eval_test.is_some() && !has_test_split(&config.data) {
+        return Err(Error::InvalidFlag {
+            flag: "eval-test",
+            value: format!("{:?}", config.eval_test),
+            reason: format!(
+                "{} holds one split only; --eval-test needs an aclImdb directory or archive",
+                config.data.display()
+            ),
+        });
+    }
+    let mut examples = data::load(&config.data, Split::Train)?;
+    if let Some(limit) = config.limit {
+        examples = data::take_balanced(examples, limit, config.seed);
+    }
+    let (train, validation) =
+        data::train_validation_split(examples, config.validation_fraction, config.seed);
+    if train.len() < MIN_TRAIN_EXAMPLES {
+        return Err(Error::TooFewExamples {
+            found: train.len(),
+            needed: MIN_TRAIN_EXAMPLES,
+        });
+    }
+    let mut truncated = 0;
+    let train = encode(&train, tokenizer, &mut truncated)?;
+    let validation = encode(&validation, tokenizer, &mut truncated)?;
+    let test = match config.eval_test {
+        Some(n) => {
+            let test = data::take_balanced(data::load(&config.data, Split::Test)?, n, config.seed);
+            Some(encode(&test, tokenizer, &mut truncated)?)
+        }
+        None => None,
+    };
+    Ok(RunData {
+        train,
+        validation,
+        test,
+        truncated,
+    })
+}
+
+/// Cleans (`<br />` → space) and tokenizes with head+tail truncation.
+pub fn encode(
+    examples: &[Example],
+    tokenizer: &TextTokenizer,
+    truncated: &mut usize,
+) -> Result<EncodedSet, Error> {
+    let mut set = EncodedSet::default();
+    for example in examples {
+        let encoded = tokenizer.encode(&data::clean_text(&example.text))?;
+        *truncated += usize::from(encoded.is_truncated);
+        set.items.push(encoded);
+        set.labels.push(example.label);
+    }
+    Ok(set)
+}
+
+/// Whether `path` has a test split apart from its train split (aclImdb layouts do; a single
+/// CSV or JSON Lines file does not).
+fn has_test_split(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    path.is_dir() || name.ends_with(".tar.gz") || name.ends_with(".tgz")
+}

@@ -1,0 +1,153 @@
+//! The errors of `sentimq train`: each variant names what failed and what to do about it.
+
+use std::path::PathBuf;
+
+/// Errors of preparing, running, checkpointing or reporting a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The base checkpoint could not be resolved or loaded.
+    #[error("loading the base model: {0}")]
+    Checkpoint(#[from] crate::checkpoint::Error),
+    /// The tokenizer next to the base checkpoint could not be loaded, or a text not encoded.
+    #[error("tokenizer of the base model: {0}")]
+    Tokenizer(#[from] crate::tokenizer::Error),
+    /// The dataset could not be read (missing directory, empty split, bad labels, ...).
+    #[error("reading the training data: {0}")]
+    Data(#[from] crate::data::Error),
+    /// A flag value is out of range.
+    #[error("--{flag} {value}: {reason}")]
+    InvalidFlag {
+        /// The flag, without dashes.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// What is expected instead.
+        reason: String,
+    },
+    /// `--device` names a device this build or machine does not have.
+    #[error("--device {device}: {reason}")]
+    DeviceUnavailable {
+        /// The device as given.
+        device: String,
+        /// Why it cannot be used, and what to do.
+        reason: String,
+    },
+    /// `--lora-targets` names a projection the model does not have.
+    #[error("--lora-targets: unknown module {name:?} (expected some of query, key, value, attention.output.dense, intermediate.dense, output.dense)")]
+    UnknownLoraTarget {
+        /// The name given.
+        name: String,
+    },
+    /// Too few examples to train on after `--limit` and the validation split.
+    #[error("only {found} training examples after --limit and --validation-fraction; at least {needed} needed")]
+    TooFewExamples {
+        /// Examples left for training.
+        found: usize,
+        /// The minimum.
+        needed: usize,
+    },
+    /// The estimated training memory exceeds what the machine has.
+    #[error("--batch {batch} at --max-len {max_len} needs about {needed_mib} MiB for activations, but only {available_mib} MiB are available: lower --batch (and raise --grad-accum to keep the effective batch) or --max-len")]
+    BatchTooLarge {
+        /// The batch size.
+        batch: usize,
+        /// The maximum sequence length.
+        max_len: usize,
+        /// Estimated need.
+        needed_mib: u64,
+        /// Available memory.
+        available_mib: u64,
+    },
+    /// `--resume` found no checkpoint to resume from.
+    #[error("--resume: no checkpoint in {dir} (runs write one every --checkpoint-every steps)")]
+    NoCheckpoint {
+        /// The checkpoint directory searched.
+        dir: PathBuf,
+    },
+    /// `--resume` with settings that differ from the checkpoint's run.
+    #[error("--resume: the checkpoint in {dir} was made with {field} = {saved}, this run has {now}; resume with the same settings or start a new --out")]
+    ResumeMismatch {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// The differing setting.
+        field: String,
+        /// Its value in the checkpoint.
+        saved: String,
+        /// Its value now.
+        now: String,
+    },
+    /// The output directory already holds a run and `--resume` was not given.
+    #[error(
+        "{dir} already holds a training run; pass --resume to continue it or choose another --out"
+    )]
+    OutputExists {
+        /// The output directory.
+        dir: PathBuf,
+    },
+    /// A checkpoint, state or adapter file is unreadable or inconsistent.
+    #[error("{path}: {reason}")]
+    CorruptCheckpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Writing an output file failed.
+    #[error("{path}: cannot write: {source}")]
+    Write {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading an output or checkpoint file failed.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Saving the adapter failed.
+    #[error("saving the adapter: {0}")]
+    Adapter(#[from] crate::adapter::Error),
+    /// A tensor operation failed (shape bug, device error, out of device memory).
+    #[error("{context}: {source}")]
+    Tensor {
+        /// What was being computed.
+        context: &'static str,
+        /// candle's error.
+        #[source]
+        source: candle_core::Error,
+    },
+    /// The loss stopped being a finite number.
+    #[error("the loss became {loss} at step {step}: lower --lr or --max-grad-norm")]
+    Diverged {
+        /// The optimizer step.
+        step: usize,
+        /// The loss value.
+        loss: f32,
+    },
+    /// Drawing the training curve failed.
+    #[error("{path}: cannot draw the training curve: {reason}")]
+    Plot {
+        /// The PNG file.
+        path: PathBuf,
+        /// The drawing backend's error.
+        reason: String,
+    },
+}
+
+/// Adds the step being computed to candle's errors.
+pub(crate) trait TensorContext<T> {
+    /// Wraps a candle error into [`Error::Tensor`] with `context`.
+    fn context(self, context: &'static str) -> Result<T, Error>;
+}
+
+impl<T> TensorContext<T> for candle_core::Result<T> {
+    fn context(self, context: &'static str) -> Result<T, Error> {
+        self.map_err(|source| Error::Tensor { context, source })
+    }
+}

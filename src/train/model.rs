@@ -1,0 +1,369 @@
+//! BERT for sequence classification in candle, written to train: dropout is an argument
+//! ([`Mode`]), every op has a backward pass, and linear layers may carry LoRA updates.
+//!
+//! Ports `BertForSequenceClassification` of Hugging Face `transformers`, file
+//! <https://github.com/huggingface/transformers/blob/8ec58104181bfb34d824d89bccc009b4f6be6e0e/src/transformers/models/bert/modeling_bert.py>
+//! (each struct names the class it ports). Tensor names are the canonical ones of
+//! [`crate::checkpoint`]; `vb.pp(..)` mirrors them.
+//!
+//! Two candle 0.11 ops are avoided on purpose: `candle_nn::LayerNorm`'s fused path and
+//! `ops::softmax_last_dim` have no backward and yield *no gradient, silently*, which would train
+//! only the head. LayerNorm is `ops::layer_norm_slow` and softmax is `ops::softmax`, both built
+//! from differentiable primitives; `tests` proves gradients reach LoRA tensors in layer 0.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::VarBuilder;
+
+use super::dropout::Mode;
+use super::lora::{LoraLinear, LoraSettings};
+use crate::checkpoint::BertConfig;
+
+/// What the model is built from: the checkpoint's config, the LoRA settings (used where
+/// adapter tensors exist) and the number of classes.
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    /// The base checkpoint's `config.json`, validated.
+    pub bert: BertConfig,
+    /// Rank, scaling and dropout of adapted layers.
+    pub lora: LoraSettings,
+    /// Output classes.
+    pub labels: usize,
+}
+
+/// `nn.LayerNorm` over the last dimension, differentiable.
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let h = cfg.bert.hidden_size;
+        Ok(LayerNorm {
+            weight: vb.get(h, "weight")?,
+            bias: vb.get(h, "bias")?,
+            eps: cfg.bert.layer_norm_eps,
+        })
+    }
+
+    /// `xs (.., hidden) -> (.., hidden)`.
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::layer_norm_slow(xs, &self.weight, &self.bias, self.eps as f32)
+    }
+}
+
+/// Ports `BertEmbeddings`: word + position + token type (all 0), LayerNorm, dropout.
+pub struct Embeddings {
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    layer_norm: LayerNorm,
+    dropout: f64,
+}
+
+impl Embeddings {
+    /// Loads `word_embeddings`, `position_embeddings`, `token_type_embeddings`, `LayerNorm`.
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let b = &cfg.bert;
+        Ok(Embeddings {
+            word: vb.get((b.vocab_size, b.hidden_size), "word_embeddings.weight")?,
+            position: vb.get(
+                (b.max_position_embeddings, b.hidden_size),
+                "position_embeddings.weight",
+            )?,
+            token_type: vb.get(
+                (b.type_vocab_size, b.hidden_size),
+                "token_type_embeddings.weight",
+            )?,
+            layer_norm: LayerNorm::load(vb.pp("LayerNorm"), cfg)?,
+            dropout: b.hidden_dropout_prob,
+        })
+    }
+
+    /// `ids (batch, seq) u32 -> (batch, seq, hidden)`.
+    pub fn forward_t(&self, ids: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (batch, seq) = ids.dims2()?;
+        let hidden = self.word.dim(1)?;
+        if seq > self.position.dim(0)? {
+            candle_core::bail!(
+                "sequence of {seq} tokens exceeds max_position_embeddings ({})",
+                self.position.dim(0)?
+            );
+        }
+        let words = self
+            .word
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((batch, seq, hidden))?;
+        let positions = self.position.narrow(0, 0, seq)?;
+        let token_types = self.token_type.narrow(0, 0, 1)?;
+        let xs = words
+            .broadcast_add(&positions)?
+            .broadcast_add(&token_types)?;
+        mode.dropout(&self.layer_norm.forward(&xs)?, self.dropout)
+    }
+}
+
+/// Ports `BertSelfAttention` (absolute positions, no cache).
+pub struct SelfAttention {
+    query: LoraLinear,
+    key: LoraLinear,
+    value: LoraLinear,
+    heads: usize,
+    head_dim: usize,
+    dropout: f64,
+}
+
+impl SelfAttention {
+    /// Loads `query`, `key`, `value`.
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let h = cfg.bert.hidden_size;
+        let linear = |name| LoraLinear::load(vb.pp(name), h, h, &cfg.lora);
+        Ok(SelfAttention {
+            query: linear("query")?,
+            key: linear("key")?,
+            value: linear("value")?,
+            heads: cfg.bert.num_attention_heads,
+            head_dim: cfg.bert.head_dim(),
+            dropout: cfg.bert.attention_probs_dropout_prob,
+        })
+    }
+
+    /// `xs (batch, seq, hidden)`, `mask_bias (batch, 1, 1, seq)` (0 = attend, very negative =
+    /// padding) `-> context (batch, seq, hidden)`.
+    pub fn forward_t(&self, xs: &Tensor, mask_bias: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (batch, seq, hidden) = xs.dims3()?;
+        let split_heads = |t: Tensor| -> Result<Tensor> {
+            t.reshape((batch, seq, self.heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split_heads(self.query.forward_t(xs, mode)?)?;
+        let k = split_heads(self.key.forward_t(xs, mode)?)?;
+        let v = split_heads(self.value.forward_t(xs, mode)?)?;
+        let scores = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
+        let scores = scores.broadcast_add(mask_bias)?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let probs = mode.dropout(&probs, self.dropout)?;
+        probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((batch, seq, hidden))
+    }
+}
+
+/// Ports `BertSelfOutput` and `BertOutput`: dense, dropout, residual, LayerNorm.
+pub struct ResidualOutput {
+    dense: LoraLinear,
+    layer_norm: LayerNorm,
+    dropout: f64,
+}
+
+impl ResidualOutput {
+    /// Loads `dense (hidden, in_dim)` and `LayerNorm`.
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig, in_dim: usize) -> Result<Self> {
+        Ok(ResidualOutput {
+            dense: LoraLinear::load(vb.pp("dense"), in_dim, cfg.bert.hidden_size, &cfg.lora)?,
+            layer_norm: LayerNorm::load(vb.pp("LayerNorm"), cfg)?,
+            dropout: cfg.bert.hidden_dropout_prob,
+        })
+    }
+
+    /// `xs (batch, seq, in_dim)`, `residual (batch, seq, hidden) -> (batch, seq, hidden)`.
+    pub fn forward_t(&self, xs: &Tensor, residual: &Tensor, mode: Mode) -> Result<Tensor> {
+        let projected = mode.dropout(&self.dense.forward_t(xs, mode)?, self.dropout)?;
+        self.layer_norm.forward(&(projected + residual)?)
+    }
+}
+
+/// Ports `BertLayer`: attention (`BertAttention`), intermediate (`BertIntermediate`), output.
+pub struct Layer {
+    attention: SelfAttention,
+    attention_output: ResidualOutput,
+    intermediate: LoraLinear,
+    activation: Activation,
+    output: ResidualOutput,
+}
+
+impl Layer {
+    /// Loads `attention.self`, `attention.output`, `intermediate.dense`, `output`.
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let b = &cfg.bert;
+        Ok(Layer {
+            attention: SelfAttention::load(vb.pp("attention").pp("self"), cfg)?,
+            attention_output: ResidualOutput::load(
+                vb.pp("attention").pp("output"),
+                cfg,
+                b.hidden_size,
+            )?,
+            intermediate: LoraLinear::load(
+                vb.pp("intermediate").pp("dense"),
+                b.hidden_size,
+                b.intermediate_size,
+                &cfg.lora,
+            )?,
+            activation: Activation::from_name(&b.hidden_act)?,
+            output: ResidualOutput::load(vb.pp("output"), cfg, b.intermediate_size)?,
+        })
+    }
+
+    /// `xs (batch, seq, hidden)`, `mask_bias (batch, 1, 1, seq) -> (batch, seq, hidden)`.
+    pub fn forward_t(&self, xs: &Tensor, mask_bias: &Tensor, mode: Mode) -> Result<Tensor> {
+        let context = self.attention.forward_t(xs, mask_bias, mode)?;
+        let attended = self.attention_output.forward_t(&context, xs, mode)?;
+        let inner = self
+            .activation
+            .forward(&self.intermediate.forward_t(&attended, mode)?)?;
+        self.output.forward_t(&inner, &attended, mode)
+    }
+}
+
+/// `hidden_act`: the activations [`crate::checkpoint::SUPPORTED_HIDDEN_ACTS`] lists.
+#[derive(Clone, Copy)]
+enum Activation {
+    /// `gelu`: exact, with erf.
+    GeluErf,
+    /// `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`: the tanh approximation.
+    GeluTanh,
+    Relu,
+}
+
+impl Activation {
+    fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "gelu" => Ok(Activation::GeluErf),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
+            "relu" => Ok(Activation::Relu),
+            other => candle_core::bail!("hidden_act {other:?} is not supported"),
+        }
+    }
+}
+
+impl Module for Activation {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::GeluErf => xs.gelu_erf(),
+            Activation::GeluTanh => xs.gelu(),
+            Activation::Relu => xs.relu(),
+        }
+    }
+}
+
+/// Ports `BertEncoder`: the stack of layers.
+pub struct Encoder {
+    layers: Vec<Layer>,
+}
+
+impl Encoder {
+    /// Loads `layer.{i}` for each of `num_hidden_layers`.
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let layers = (0..cfg.bert.num_hidden_layers)
+            .map(|i| Layer::load(vb.pp("layer").pp(i), cfg))
+            .collect::<Result<_>>()?;
+        Ok(Encoder { layers })
+    }
+
+    /// `xs (batch, seq, hidden)`, `mask_bias (batch, 1, 1, seq) -> (batch, seq, hidden)`.
+    pub fn forward_t(&self, xs: &Tensor, mask_bias: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.layers.iter().try_fold(xs.clone(), |xs, layer| {
+            layer.forward_t(&xs, mask_bias, mode)
+        })
+    }
+}
+
+/// Ports `BertPooler`: tanh of a dense layer over the `[CLS]` state.
+pub struct Pooler {
+    dense: LoraLinear,
+}
+
+impl Pooler {
+    /// Loads `dense`.
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let h = cfg.bert.hidden_size;
+        Ok(Pooler {
+            dense: LoraLinear::load(vb.pp("dense"), h, h, &cfg.lora)?,
+        })
+    }
+
+    /// `hidden (batch, seq, hidden) -> (batch, hidden)`.
+    pub fn forward_t(&self, hidden: &Tensor, mode: Mode) -> Result<Tensor> {
+        let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
+        self.dense.forward_t(&cls, mode)?.tanh()
+    }
+}
+
+/// Ports the head of `BertForSequenceClassification`: dropout, then a dense layer to logits.
+pub struct Classifier {
+    dense: LoraLinear,
+    dropout: f64,
+}
+
+impl Classifier {
+    /// Loads `weight (labels, hidden)` and `bias (labels)` from `vb` (the `classifier` prefix).
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        Ok(Classifier {
+            dense: LoraLinear::load(vb, cfg.bert.hidden_size, cfg.labels, &cfg.lora)?,
+            dropout: cfg.bert.hidden_dropout_prob,
+        })
+    }
+
+    /// `pooled (batch, hidden) -> logits (batch, labels)`.
+    pub fn forward_t(&self, pooled: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.dense
+            .forward_t(&mode.dropout(pooled, self.dropout)?, mode)
+    }
+}
+
+/// Ports `BertForSequenceClassification`: embeddings, encoder, pooler, classifier.
+pub struct BertClassifier {
+    embeddings: Embeddings,
+    encoder: Encoder,
+    pooler: Pooler,
+    classifier: Classifier,
+}
+
+/// Hidden states and pooler output of one forward pass (golden checks).
+pub struct Encoded {
+    /// `(batch, seq, hidden)`.
+    pub hidden: Tensor,
+    /// `(batch, hidden)`.
+    pub pooled: Tensor,
+}
+
+impl BertClassifier {
+    /// Loads `embeddings`, `encoder`, `pooler`, `classifier` from the canonical names.
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        Ok(BertClassifier {
+            embeddings: Embeddings::load(vb.pp("embeddings"), cfg)?,
+            encoder: Encoder::load(vb.pp("encoder"), cfg)?,
+            pooler: Pooler::load(vb.pp("pooler"), cfg)?,
+            classifier: Classifier::load(vb.pp("classifier"), cfg)?,
+        })
+    }
+
+    /// `ids (batch, seq) u32`, `mask (batch, seq)` 1 = token, 0 = pad `-> hidden, pooled`.
+    pub fn encode(&self, ids: &Tensor, mask: &Tensor, mode: Mode) -> Result<Encoded> {
+        let (batch, seq) = ids.dims2()?;
+        if mask.dims2()? != (batch, seq) {
+            candle_core::bail!("mask is {:?}, ids are {:?}", mask.dims(), ids.dims());
+        }
+        let xs = self.embeddings.forward_t(ids, mode)?;
+        // As `get_extended_attention_mask`: 0 where attended, the dtype's minimum on padding.
+        let dtype = xs.dtype();
+        let lowest = if dtype == DType::F64 {
+            f64::MIN
+        } else {
+            f64::from(f32::MIN)
+        };
+        let mask_bias = ((1.0 - mask.to_dtype(dtype)?)? * lowest)?.reshape((batch, 1, 1, seq))?;
+        let hidden = self.encoder.forward_t(&xs, &mask_bias, mode)?;
+        let pooled = self.pooler.forward_t(&hidden, mode)?;
+        Ok(Encoded { hidden, pooled })
+    }
+
+    /// `ids (batch, seq) u32`, `mask (batch, seq)` 1 = token, 0 = pad `-> logits (batch, labels)`.
+    pub fn forward_t(&self, ids: &Tensor, mask: &Tensor, mode: Mode) -> Result<Tensor> {
+        let encoded = self.encode(ids, mask, mode)?;
+        self.classifier.forward_t(&encoded.pooled, mode)
+    }
+}

@@ -1,0 +1,64 @@
+//! `sentimqd` against a real mosquitto: the MQTT contract end to end, bad input, broker and
+//! daemon crashes, TLS; plus `sentimqd validate` and the README's tables.
+
+mod bad_input;
+mod client;
+mod docs;
+mod end_to_end;
+mod faults;
+mod harness;
+mod tls;
+mod validate;
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use sentimq::classifier::{Classification, Classifier};
+
+use crate::util::minilm_random_model;
+
+/// Generous deadline for a daemon to load the model and come online.
+pub const START: Duration = Duration::from_secs(60);
+/// Deadline for one reply.
+pub const REPLY: Duration = Duration::from_secs(20);
+
+/// The test model and mosquitto, or `None` (with the reason printed) when either is absent.
+pub fn setup() -> Option<&'static Path> {
+    let model = minilm_random_model()?;
+    harness::have_mosquitto().then_some(model)
+}
+
+/// What the in-process classifier says about `text`, for comparing with the daemon's results.
+pub fn expected(model: &Path, text: &str) -> Classification {
+    static CLASSIFIER: OnceLock<Classifier> = OnceLock::new();
+    let classifier =
+        CLASSIFIER.get_or_init(|| Classifier::load(model, None).expect("test model loads"));
+    classifier.classify(&[text]).expect("classifies").remove(0)
+}
+
+/// Asserts a result JSON agrees with the in-process classifier (int8 with per-token scales is
+/// batch-independent, so the tolerance covers only float summation order).
+pub fn assert_result_matches(model: &Path, result: &serde_json::Value, text: &str) {
+    let want = expected(model, text);
+    assert_eq!(
+        result["label"],
+        want.label.as_str(),
+        "label of {text:?}: {result}"
+    );
+    let score = result["score"].as_f64().expect("score");
+    assert!(
+        (score - f64::from(want.score)).abs() < 1e-3,
+        "score of {text:?}: daemon {score}, in-process {} (tolerance 1e-3)",
+        want.score
+    );
+    assert_eq!(result["tokens"], want.tokens, "tokens of {text:?}");
+    assert_eq!(result["truncated"], want.truncated);
+    let total: f64 = result["scores"]
+        .as_object()
+        .expect("scores is an object")
+        .values()
+        .map(|p| p.as_f64().expect("probability"))
+        .sum();
+    assert!((total - 1.0).abs() < 1e-3, "scores sum to {total}");
+}
