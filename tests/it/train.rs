@@ -469,7 +469,7 @@ fn train_throughput_minilm() {
 /// one epoch, then 1,000 test reviews: at least 80 % accuracy.
 /// `cargo test --release --features train --test it train_real_run -- --ignored --nocapture`
 #[test]
-#[ignore = "a real training run: about half an hour on 2 loaded cores"]
+#[ignore = "a real training run: about 20 minutes on 2 loaded cores"]
 fn train_real_run_minilm_reaches_80_percent() {
     let (Some(base), Some(archive)) = (
         shared("models/all-MiniLM-L6-v2"),
