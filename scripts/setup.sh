@@ -10,6 +10,18 @@ need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 # mosquitto (broker + mosquitto_passwd): the daemon's integration tests run against a real one.
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+# mosquitto_pub/mosquitto_sub: scripts/demo.sh, the README's main job.
+command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
+# Raspberry Pi builds without Docker (cross/build.sh): Debian's rustc 1.96 with the standard
+# library's source (built with -Zbuild-std), GNU cross linkers, qemu-user to run the binaries.
+[ -x /usr/bin/rustc ] || need_apt+=(rustc-web)
+[ -x /usr/bin/cargo ] || need_apt+=(cargo-web)
+[ -d /usr/lib/rustlib/src/rust/library ] || need_apt+=(rust-web-src)
+command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+command -v arm-linux-gnueabihf-gcc >/dev/null || need_apt+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
+command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)
+# systemd-analyze (unit checks) and dpkg-deb (package checks).
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
@@ -19,4 +31,9 @@ fi
 if ! python3 -c "import onnx, onnxruntime, numpy" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt \
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages -r tests/python/requirements.txt
+fi
+
+# cargo-deb: the .deb packages (cross/release.sh, and the package check of scripts/test.sh).
+if ! command -v cargo-deb >/dev/null; then
+  cargo install --quiet --locked cargo-deb@3.8.0
 fi

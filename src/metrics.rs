@@ -113,6 +113,58 @@ impl std::fmt::Display for MetricsReport {
     }
 }
 
+/// Review-length buckets in words (whitespace-separated), for accuracy by length.
+pub const LENGTH_BUCKETS: [(usize, Option<usize>); 4] = [
+    (0, Some(100)),
+    (100, Some(200)),
+    (200, Some(400)),
+    (400, None),
+];
+
+/// [`BinaryMetrics`] per review length ([`LENGTH_BUCKETS`]).
+#[derive(Clone, Debug, Default)]
+pub struct MetricsByLength {
+    buckets: [BinaryMetrics; LENGTH_BUCKETS.len()],
+}
+
+impl MetricsByLength {
+    /// Adds one prediction for a review of `words` words.
+    pub fn record(&mut self, words: usize, truth: u8, predicted: u8) {
+        let index = LENGTH_BUCKETS
+            .iter()
+            .position(|&(_, end)| end.is_none_or(|end| words < end))
+            .unwrap_or(LENGTH_BUCKETS.len() - 1);
+        self.buckets[index].record(truth, predicted);
+    }
+
+    /// One row per bucket.
+    pub fn report(&self) -> Vec<LengthBucketReport> {
+        LENGTH_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(&(start, end), metrics)| LengthBucketReport {
+                words: match end {
+                    Some(end) => format!("{start}-{}", end - 1),
+                    None => format!("{start}+"),
+                },
+                examples: metrics.total(),
+                accuracy: metrics.accuracy(),
+            })
+            .collect()
+    }
+}
+
+/// Accuracy of one review-length bucket.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LengthBucketReport {
+    /// Words, e.g. `100-199`.
+    pub words: String,
+    /// Reviews in the bucket.
+    pub examples: usize,
+    /// Their accuracy.
+    pub accuracy: f64,
+}
+
 fn ratio(a: usize, b: usize) -> f64 {
     if b == 0 {
         0.0
@@ -136,5 +188,20 @@ mod tests {
         assert!((m.precision() - 2.0 / 3.0).abs() < 1e-12);
         assert!((m.recall() - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(m.report().confusion, [[1, 1], [1, 2]]);
+    }
+
+    #[test]
+    fn buckets_by_length() {
+        let mut m = MetricsByLength::default();
+        m.record(0, 1, 1);
+        m.record(99, 1, 0);
+        m.record(100, 0, 0);
+        m.record(5000, 0, 0);
+        let report = m.report();
+        assert_eq!(report[0].words, "0-99");
+        assert_eq!((report[0].examples, report[0].accuracy), (2, 0.5));
+        assert_eq!((report[1].examples, report[1].accuracy), (1, 1.0));
+        assert_eq!(report[2].examples, 0);
+        assert_eq!((report[3].words.as_str(), report[3].examples), ("400+", 1));
     }
 }

@@ -1,10 +1,12 @@
 //! Micro-batching: inputs that arrive together are classified together.
 //!
-//! The batcher takes the first input, then whatever else is already queued, then waits up to
-//! `pipeline.max_wait_ms` for more, up to `pipeline.max_batch`. Under load batches fill from
-//! the backlog without waiting; when idle a lone input waits at most the window. It also counts
-//! inputs and recognises redeliveries.
+//! The batcher takes the first input and whatever else is already queued, up to
+//! `pipeline.max_batch`. If an inference thread is idle the batch goes at once, so a lone input
+//! never waits; only while every thread is busy does it wait up to `pipeline.max_wait_ms` for
+//! more inputs to share the next run. Under load batches fill from the backlog without
+//! waiting. It also counts inputs and recognises redeliveries.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +27,8 @@ pub struct Batcher {
     pub max_batch: usize,
     /// `pipeline.max_wait_ms`.
     pub window: Duration,
+    /// Inference threads waiting for a batch (kept by the workers).
+    pub idle_workers: Arc<AtomicUsize>,
     /// Redelivery recognition.
     pub duplicates: DuplicateWindow,
     /// Counters.
@@ -65,7 +69,10 @@ impl Batcher {
                     Err(mpsc::error::TryRecvError::Disconnected) => break,
                     Err(mpsc::error::TryRecvError::Empty) => {}
                 }
-                if is_draining || self.window.is_zero() {
+                if is_draining
+                    || self.window.is_zero()
+                    || self.idle_workers.load(Ordering::Acquire) > 0
+                {
                     break;
                 }
                 match tokio::time::timeout_at(deadline, self.intake.recv()).await {
@@ -119,6 +126,7 @@ mod tests {
             batches,
             max_batch: 4,
             window: Duration::from_millis(1),
+            idle_workers: Arc::default(),
             duplicates: DuplicateWindow::new(100),
             stats: stats.clone(),
             stopping,

@@ -149,6 +149,7 @@ async fn serve(
     let failed = Arc::new(watch::Sender::new(false));
     let (intake_tx, intake_rx) = mpsc::channel(capacity);
     let (batches_tx, batches_rx) = flume::bounded(workers);
+    let idle_workers = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (replies_tx, replies_rx) = mpsc::channel(capacity);
 
     let pool = Workers::spawn(
@@ -161,6 +162,7 @@ async fn serve(
             input: config.input.clone(),
             stats: stats.clone(),
             failed: failed.clone(),
+            idle: idle_workers.clone(),
         },
     )?;
     let weak_replies = replies_tx.downgrade();
@@ -212,6 +214,7 @@ async fn serve(
             batches: batches_tx,
             max_batch: config.pipeline.max_batch as usize,
             window: config.batch_window(),
+            idle_workers,
             duplicates: DuplicateWindow::new(config.pipeline.dedup_window as usize),
             stats,
             stopping: stopping.clone(),

@@ -6,6 +6,7 @@
 //! instead of growing a queue. A panicking worker sets the `failed` flag, which stops the
 //! daemon with an error (its batch stays unacknowledged and is redelivered).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -38,6 +39,8 @@ pub struct WorkerContext {
     pub stats: Arc<Stats>,
     /// Set when a worker panics or cannot start.
     pub failed: Arc<watch::Sender<bool>>,
+    /// Workers waiting for a batch; the batcher sends at once while one is idle.
+    pub idle: Arc<AtomicUsize>,
 }
 
 /// The running inference threads.
@@ -117,7 +120,11 @@ impl Worker {
                 return;
             }
         };
-        while let Ok(batch) = self.context.batches.recv() {
+        loop {
+            self.context.idle.fetch_add(1, Ordering::AcqRel);
+            let received = self.context.batches.recv();
+            self.context.idle.fetch_sub(1, Ordering::AcqRel);
+            let Ok(batch) = received else { break };
             self.encoded.clear();
             self.accepted.clear();
             for input in batch {

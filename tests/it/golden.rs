@@ -1,12 +1,19 @@
 //! The f32 ONNX graph, run by tract, reproduces Hugging Face `BertModel` hidden states
 //! (`../shared/fixtures/golden-bert.json`) for the TinyBERT-format fixtures and MiniLM.
+//!
+//! [`check_engine`] needs no workstation code, so the device checks (`device.rs`) run it on ARM
+//! with graphs written on x86_64.
 
+#[cfg(feature = "workstation")]
 use std::path::Path;
 
-use sentimq::checkpoint::Checkpoint;
 use sentimq::engine::{Engine, NamedOutput};
-use sentimq::export::{self, onnx, GraphOptions, Precision};
 use sentimq::tokenizer::{Encoded, TokenBatch};
+#[cfg(feature = "workstation")]
+use sentimq::{
+    checkpoint::Checkpoint,
+    export::{self, onnx, GraphOptions, Precision},
+};
 
 use crate::util::{assert_close, shared};
 
@@ -26,8 +33,10 @@ fn golden_cases(model: &str) -> Option<Vec<Case>> {
     serde_json::from_value(json["models"][model].clone()).ok()
 }
 
-/// Writes the f32 graph with hidden-state outputs for a checkpoint and loads it.
-fn hidden_state_engine(checkpoint_dir: &Path) -> Engine {
+/// The f32 graph with hidden-state outputs (`last_hidden_state`, `pooler_output`) for a
+/// checkpoint, as ONNX bytes.
+#[cfg(feature = "workstation")]
+pub fn hidden_state_graph(checkpoint_dir: &Path) -> Vec<u8> {
     let checkpoint = Checkpoint::load(checkpoint_dir).expect("loading checkpoint");
     let mut weights = checkpoint.tensors.clone();
     export::insert_random_head(&mut weights, &checkpoint.config, 2, 0);
@@ -40,9 +49,15 @@ fn hidden_state_engine(checkpoint_dir: &Path) -> Engine {
         },
     )
     .expect("writing graph");
+    onnx::encode(&graph)
+}
+
+/// [`hidden_state_graph`] loaded in tract.
+#[cfg(feature = "workstation")]
+fn hidden_state_engine(checkpoint_dir: &Path) -> Engine {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("hidden.onnx");
-    std::fs::write(&path, onnx::encode(&graph)).expect("writing graph file");
+    std::fs::write(&path, hidden_state_graph(checkpoint_dir)).expect("writing graph file");
     Engine::load(&path).expect("loading graph in tract")
 }
 
@@ -53,11 +68,18 @@ fn output<'a>(outputs: &'a [NamedOutput], name: &str) -> &'a NamedOutput {
         .unwrap_or_else(|| panic!("no output {name}"))
 }
 
+#[cfg(feature = "workstation")]
 fn check_model(checkpoint_dir: &Path, golden_name: &str) {
+    check_engine(&hidden_state_engine(checkpoint_dir), golden_name);
+}
+
+/// Runs every golden case of `golden_name` through a hidden-state graph and compares the
+/// [CLS], mean and pooler values with transformers' to 1e-4. Returns the cases checked (0 when
+/// `../shared` is absent).
+pub fn check_engine(engine: &Engine, golden_name: &str) -> usize {
     let Some(cases) = golden_cases(golden_name) else {
-        return;
+        return 0;
     };
-    let engine = hidden_state_engine(checkpoint_dir);
     for case in &cases {
         let encoded = Encoded {
             ids: case.input_ids.clone(),
@@ -90,8 +112,10 @@ fn check_model(checkpoint_dir: &Path, golden_name: &str) {
         );
         assert_close(pooled, &case.pooler_first8, 1e-4, 1e-4, &what("pooler"));
     }
+    cases.len()
 }
 
+#[cfg(feature = "workstation")]
 #[test]
 fn tinybert_zip_fixture_matches_transformers() {
     let Some(dir) = shared("fixtures/tinybert-format") else {
@@ -100,6 +124,7 @@ fn tinybert_zip_fixture_matches_transformers() {
     check_model(&dir, "tinybert-format");
 }
 
+#[cfg(feature = "workstation")]
 #[test]
 fn tinybert_legacy_fixture_matches_transformers() {
     let Some(dir) = shared("fixtures/tinybert-format-legacy") else {
@@ -108,6 +133,7 @@ fn tinybert_legacy_fixture_matches_transformers() {
     check_model(&dir, "tinybert-format");
 }
 
+#[cfg(feature = "workstation")]
 #[test]
 fn minilm_matches_transformers() {
     let Some(dir) = shared("models/all-MiniLM-L6-v2") else {
@@ -118,6 +144,7 @@ fn minilm_matches_transformers() {
 
 /// Padding must not change a text's result: a batch padded to its longest row gives each row
 /// the hidden states and probabilities it gets alone.
+#[cfg(feature = "workstation")]
 #[test]
 fn padded_batch_equals_single_runs() {
     let (Some(dir), Some(cases)) = (

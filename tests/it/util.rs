@@ -1,10 +1,12 @@
 //! Shared helpers: paths to ../shared, a once-built test model, float comparisons.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+#[cfg(feature = "workstation")]
+use std::{process::Command, sync::OnceLock};
 
+#[cfg(feature = "workstation")]
 use sentimq::export::{self, BuildOptions};
+#[cfg(feature = "workstation")]
 use sentimq::tokenizer::Truncation;
 
 /// A path under `../shared`, or `None` (with the reason printed) when it is absent.
@@ -21,11 +23,13 @@ pub fn shared(relative: &str) -> Option<PathBuf> {
 }
 
 /// The real pretrained BERT used as TinyBERT's stand-in.
+#[cfg(feature = "workstation")]
 pub fn minilm() -> Option<PathBuf> {
     shared("models/all-MiniLM-L6-v2")
 }
 
 /// A MiniLM model directory with a random head, built once per test binary.
+#[cfg(feature = "workstation")]
 pub fn minilm_random_model() -> Option<&'static Path> {
     static MODEL: OnceLock<Option<PathBuf>> = OnceLock::new();
     MODEL
@@ -42,6 +46,7 @@ pub fn minilm_random_model() -> Option<&'static Path> {
 }
 
 /// Runs the `sentimq` binary; returns (status success, stdout, stderr).
+#[cfg(feature = "workstation")]
 pub fn sentimq(args: &[&str], stdin: Option<&[u8]>) -> (bool, String, String) {
     use std::io::Write;
     let mut command = Command::new(env!("CARGO_BIN_EXE_sentimq"));

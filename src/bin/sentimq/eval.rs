@@ -6,7 +6,9 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use sentimq::classifier::Classifier;
 use sentimq::data::{self, Split};
-use sentimq::metrics::BinaryMetrics;
+use std::io::Write;
+
+use sentimq::metrics::{BinaryMetrics, LengthBucketReport, MetricsByLength, MetricsReport};
 use sentimq::tokenizer::TokenBatch;
 
 /// Flags of `sentimq eval`.
@@ -39,6 +41,32 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Also write one JSON line per review (index in the data, truth, prediction, positive
+    /// probability, words, truncated) to this file, e.g. to compare two graphs.
+    #[arg(long, value_name = "FILE")]
+    predictions: Option<PathBuf>,
+}
+
+/// The JSON report: overall metrics, accuracy by review length, and what was evaluated.
+#[derive(serde::Serialize)]
+struct Report {
+    model: String,
+    graph: String,
+    #[serde(flatten)]
+    overall: MetricsReport,
+    /// Reviews cut to the model's window (head+tail truncation).
+    truncated: usize,
+    by_length: Vec<LengthBucketReport>,
+}
+
+#[derive(serde::Serialize)]
+struct Prediction {
+    index: usize,
+    truth: u8,
+    predicted: u8,
+    positive_probability: f32,
+    words: usize,
+    truncated: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -61,15 +89,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} reviews  {per_sec}  eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let encoded = examples
+    let texts: Vec<String> = examples.iter().map(|e| data::clean_text(&e.text)).collect();
+    let encoded = texts
         .iter()
-        .map(|e| classifier.encode(&data::clean_text(&e.text)))
+        .map(|text| classifier.encode(text))
         .collect::<Result<Vec<_>, _>>()
         .context("tokenizing")?;
+    let mut predictions = Vec::with_capacity(examples.len());
     let mut order: Vec<usize> = (0..examples.len()).collect();
     order.sort_by_key(|&i| encoded[i].ids.len());
     let positive = classifier.manifest().labels.len() - 1;
     let mut metrics = BinaryMetrics::default();
+    let mut by_length = MetricsByLength::default();
     let mut session = classifier.engine().session()?;
     let mut scratch = TokenBatch::default();
     for chunk in order.chunks(args.batch.max(1)) {
@@ -77,21 +108,59 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let results = classifier.classify_encoded(&mut session, &items, &mut scratch)?;
         for (&i, result) in chunk.iter().zip(&results) {
             let predicted = u8::from(result.label == classifier.manifest().labels[positive]);
+            let words = texts[i].split_whitespace().count();
             metrics.record(examples[i].label, predicted);
+            by_length.record(words, examples[i].label, predicted);
+            predictions.push(Prediction {
+                index: i,
+                truth: examples[i].label,
+                predicted,
+                positive_probability: result.scores[positive].1,
+                words,
+                truncated: result.truncated,
+            });
         }
         progress.inc(chunk.len() as u64);
     }
     progress.finish_and_clear();
-    let report = metrics.report();
+    if let Some(path) = &args.predictions {
+        predictions.sort_by_key(|p| p.index);
+        write_predictions(path, &predictions)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let report = Report {
+        model: args.model.display().to_string(),
+        graph: classifier.engine().path().display().to_string(),
+        overall: metrics.report(),
+        truncated: predictions.iter().filter(|p| p.truncated).count(),
+        by_length: by_length.report(),
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        println!("model      {} ({})", report.model, report.graph);
+        println!("{}", report.overall);
         println!(
-            "model      {} ({})",
-            args.model.display(),
-            classifier.engine().path().display()
+            "truncated  {} of {} reviews (head+tail)",
+            report.truncated, report.overall.examples
         );
-        println!("{report}");
+        println!("by length (words): accuracy");
+        for bucket in &report.by_length {
+            println!(
+                "  {:>8}  {:.4}  ({} reviews)",
+                bucket.words, bucket.accuracy, bucket.examples
+            );
+        }
     }
+    Ok(())
+}
+
+fn write_predictions(path: &std::path::Path, predictions: &[Prediction]) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for prediction in predictions {
+        serde_json::to_writer(&mut out, prediction)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
     Ok(())
 }

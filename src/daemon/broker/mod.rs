@@ -148,6 +148,11 @@ pub fn connect_options(
         // rumqttc's default of 10 KiB would refuse long texts (and drop the connection).
         .set_max_packet_size(Some(saturate_u32(mqtt.max_packet_bytes)))
         .set_connection_timeout(mqtt.connect_timeout_secs);
+    // Results are small packets written one by one: without TCP_NODELAY, Nagle's algorithm
+    // holds each until the broker's delayed ACK (~40 ms per message).
+    let mut network = options.network_options();
+    network.set_tcp_nodelay(true);
+    options.set_network_options(network);
     if let Some(username) = &mqtt.username {
         let password = mqtt.password.as_ref().map_or("", |p| p.expose());
         options.set_credentials(username.clone(), password);

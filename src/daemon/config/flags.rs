@@ -55,7 +55,7 @@ pub struct Flags {
     /// Most texts per batch [key: pipeline.max_batch]
     #[arg(long, value_name = "N")]
     pub max_batch: Option<u64>,
-    /// How long a batch waits for more texts [key: pipeline.max_wait_ms]
+    /// While all inference threads are busy, how long a batch waits for more texts [key: pipeline.max_wait_ms]
     #[arg(long, value_name = "MS")]
     pub max_wait_ms: Option<u64>,
     /// Seconds between stats messages, 0 = never [key: stats.interval_secs]

@@ -106,7 +106,7 @@ pub const KEYS: &[Key] = &[
     Key { path: "pipeline.workers", kind: Kind::Int { min: 1, max: 256 }, default: "1", flag: Some("--workers"), doc: "inference threads, each with its own session" },
     Key { path: "pipeline.intra_op_threads", kind: Kind::Int { min: 0, max: 256 }, default: "0", flag: Some("--intra-op-threads"), doc: "threads per matrix product; 0 = cores / workers" },
     Key { path: "pipeline.max_batch", kind: Kind::Int { min: 1, max: 1024 }, default: "16", flag: Some("--max-batch"), doc: "most texts classified in one batch" },
-    Key { path: "pipeline.max_wait_ms", kind: Kind::Int { min: 0, max: 10_000 }, default: "5", flag: Some("--max-wait-ms"), doc: "how long the first text of a batch waits for more" },
+    Key { path: "pipeline.max_wait_ms", kind: Kind::Int { min: 0, max: 10_000 }, default: "5", flag: Some("--max-wait-ms"), doc: "while every inference thread is busy, how long the first text of a batch waits for more (an idle thread gets it at once)" },
     Key { path: "pipeline.queue_capacity", kind: Kind::Int { min: 1, max: 1 << 20 }, default: "256", flag: None, doc: "capacity of each queue between stages" },
     Key { path: "pipeline.dedup_window", kind: Kind::Int { min: 0, max: 1 << 24 }, default: "10000", flag: None, doc: "recent inputs remembered to count redeliveries (0 = off)" },
     Key { path: "pipeline.shutdown_timeout_secs", kind: Kind::Int { min: 1, max: 3600 }, default: "10", flag: None, doc: "longest graceful shutdown before exiting anyway" },

@@ -133,7 +133,7 @@ pub struct PipelineConfig {
     pub intra_op_threads: u64,
     /// Most texts classified together.
     pub max_batch: u64,
-    /// How long the first text of a batch waits for company.
+    /// While every inference thread is busy, how long the first text of a batch waits for company.
     pub max_wait_ms: u64,
     /// Capacity of each queue between stages.
     pub queue_capacity: u64,

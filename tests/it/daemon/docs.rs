@@ -34,3 +34,42 @@ fn readme_lists_every_key_and_error_code() {
         "README.md does not mention: {missing:?}"
     );
 }
+
+/// `systemd/sentimqd.toml`, the packaged sample config, loads as it is and shows every key
+/// (set or commented out) under its section.
+#[test]
+fn sample_config_lists_every_key_and_loads() {
+    use sentimq::daemon::config::{self, Sources};
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/sentimqd.toml");
+    let text = std::fs::read_to_string(path).expect("systemd/sentimqd.toml");
+    let loaded = config::load(Sources {
+        file: Some(path.into()),
+        ..Sources::default()
+    })
+    .expect("the sample config loads");
+    assert_eq!(
+        loaded.config.model.path,
+        std::path::Path::new("/usr/share/sentimq/models/imdb-minilm")
+    );
+
+    let mut section = String::new();
+    let mut shown = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_start_matches('#').trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_string();
+        } else if let Some((key, _)) = line.split_once(" = ") {
+            shown.push(format!("{section}.{key}"));
+        }
+    }
+    let missing: Vec<&str> = KEYS
+        .iter()
+        .map(|k| k.path)
+        .filter(|path| !shown.iter().any(|s| s == path))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "systemd/sentimqd.toml does not show: {missing:?}"
+    );
+}

@@ -14,7 +14,8 @@ use super::client::TestClient;
 use super::harness::{daemon_config, set, wait_until, Broker, BrokerOptions, Daemon};
 use super::{setup, REPLY, START};
 
-const ROUND: usize = 500;
+/// Inputs per round; four rounds make the 5,000 of the acceptance test.
+const ROUND: usize = 1250;
 
 #[test]
 fn no_acknowledged_input_is_lost_across_crashes() {
@@ -100,7 +101,7 @@ fn no_acknowledged_input_is_lost_across_crashes() {
 
     let per_id = collector.wait_for(
         "a result for every acknowledged input",
-        Duration::from_secs(60),
+        Duration::from_secs(300),
         |all| {
             let mut per_id: BTreeMap<u64, usize> = BTreeMap::new();
             for m in all.iter().filter(|m| m.topic.starts_with("fault/result/")) {

@@ -372,9 +372,24 @@ impl Drop for Daemon {
     }
 }
 
-/// `sentimqd` with no inherited `SENTIMQ_*` variables.
+/// The variable naming another `sentimqd` to test: a command line such as
+/// `qemu-aarch64 -L /usr/aarch64-linux-gnu target/cross/aarch64-unknown-linux-gnu/debug/sentimqd`
+/// (`cross/check.sh` sets it for the emulated run).
+pub const DAEMON_UNDER_TEST: &str = "SENTIMQ_TEST_SENTIMQD";
+
+/// `sentimqd` (this build's, or the one named by [`DAEMON_UNDER_TEST`]) with no inherited
+/// `SENTIMQ_*` variables.
 pub fn sentimqd_command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sentimqd"));
+    let mut command = match std::env::var(DAEMON_UNDER_TEST) {
+        Ok(line) => {
+            let mut words = line.split_whitespace();
+            let program = words.next().expect("SENTIMQ_TEST_SENTIMQD is empty");
+            let mut command = Command::new(program);
+            command.args(words);
+            command
+        }
+        Err(_) => Command::new(env!("CARGO_BIN_EXE_sentimqd")),
+    };
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("SENTIMQ_") {
             command.env_remove(key);

@@ -3,15 +3,18 @@
 
 mod bad_input;
 mod client;
+mod default_model;
 mod docs;
+mod emulated;
 mod end_to_end;
 mod faults;
 mod harness;
 mod tls;
 mod validate;
 
-use std::path::Path;
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use sentimq::classifier::{Classification, Classifier};
@@ -30,10 +33,19 @@ pub fn setup() -> Option<&'static Path> {
 }
 
 /// What the in-process classifier says about `text`, for comparing with the daemon's results.
+/// Each model directory is loaded once per test binary.
 pub fn expected(model: &Path, text: &str) -> Classification {
-    static CLASSIFIER: OnceLock<Classifier> = OnceLock::new();
-    let classifier =
-        CLASSIFIER.get_or_init(|| Classifier::load(model, None).expect("test model loads"));
+    static CLASSIFIERS: OnceLock<Mutex<HashMap<PathBuf, Arc<Classifier>>>> = OnceLock::new();
+    let classifier = {
+        let mut loaded = CLASSIFIERS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        loaded
+            .entry(model.to_path_buf())
+            .or_insert_with(|| Arc::new(Classifier::load(model, None).expect("test model loads")))
+            .clone()
+    };
     classifier.classify(&[text]).expect("classifies").remove(0)
 }
 

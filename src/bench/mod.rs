@@ -4,6 +4,8 @@
 //! feeds onnxruntime exactly the same tensors and the two runtimes can be compared as a ratio
 //! from one run. Times are wall-clock on this process, after warm-up.
 
+pub mod daemon;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs cargo for a Raspberry Pi target without Docker, with Debian's toolchain:
+#   cross/build.sh <target> <cargo command and arguments...>
+#   cross/build.sh aarch64-unknown-linux-gnu build --release --bin sentimqd --no-default-features
+#   cross/build.sh armv7-unknown-linux-gnueabihf test --no-default-features --test it device::
+#
+# Targets: aarch64-unknown-linux-gnu (Pi 3/4/5, 64-bit OS), armv7-unknown-linux-gnueabihf
+# (Pi 2/3/Zero 2, 32-bit OS). rustup cannot add targets here, so the standard library is built
+# from source: Debian's rustc-web (/usr/bin/rustc) with rust-web-src and
+# `RUSTC_BOOTSTRAP=1 cargo -Zbuild-std`. The GNU cross gcc links; `cargo test` and `cargo run`
+# run the binaries under qemu-user. `scripts/setup.sh` installs the packages. With
+# Docker, `cross build --release --target <target> --bin sentimqd --no-default-features`
+# (Cross.toml) builds the same binaries.
+#
+# Output goes to $SENTIMQ_CROSS_TARGET_DIR (default target/cross): the compiler differs from
+# rustup's, so its artifacts are kept apart from the host's.
+set -euo pipefail
+
+if [ $# -lt 2 ]; then
+  sed -n '2,4p' "$0" >&2
+  exit 2
+fi
+target=$1
+shift
+
+. "$(dirname "$0")/targets.sh"
+cross_target_tools "$target" || exit 2
+
+rustc=${SENTIMQ_CROSS_RUSTC:-/usr/bin/rustc}
+cargo=${SENTIMQ_CROSS_CARGO:-/usr/bin/cargo}
+missing=()
+[ -x "$rustc" ] || missing+=("$rustc (package rustc-web)")
+[ -x "$cargo" ] || missing+=("$cargo (package cargo-web)")
+[ -d "$("$rustc" --print sysroot 2>/dev/null)/lib/rustlib/src/rust/library" ] || missing+=("the standard library's source (package rust-web-src)")
+command -v "$gcc" >/dev/null || missing+=("$gcc (package gcc-${gcc%-gcc})")
+[ -d "$sysroot/lib" ] || missing+=("$sysroot (the target's libc6-dev cross package)")
+command -v "$qemu" >/dev/null || missing+=("$qemu (package qemu-user)")
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "cross/build.sh: missing ${missing[*]}; run scripts/setup.sh" >&2
+  exit 1
+fi
+
+upper=$(echo "$target" | tr 'a-z-' 'A-Z_')
+export RUSTC="$rustc" RUSTC_BOOTSTRAP=1
+export "CARGO_TARGET_${upper}_LINKER=$gcc"
+export "CARGO_TARGET_${upper}_RUNNER=$qemu -L $sysroot"
+# ring's C and assembly go through the cc crate.
+export "CC_${target//-/_}=$gcc" "AR_${target//-/_}=${gcc%-gcc}-ar"
+CARGO_TARGET_DIR=$(cross_target_dir)
+export CARGO_TARGET_DIR
+
+command=$1
+shift
+exec "$cargo" "$command" -Zbuild-std=std,panic_unwind --target "$target" "$@"

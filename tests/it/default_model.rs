@@ -1,0 +1,108 @@
+//! The shipped model, `models/imdb-minilm`: rebuilding it from the committed adapter and the
+//! base reproduces its predictions, and the daemon uses it when no model is configured.
+
+use std::path::{Path, PathBuf};
+
+use sentimq::classifier::Classifier;
+use sentimq::data::{self, Split};
+use sentimq::export::{self, BuildOptions};
+use sentimq::manifest::{digest_file, ModelManifest};
+
+use crate::util::{minilm, shared};
+
+/// The default model directory (`model.path`'s default, relative to the repository root).
+pub fn default_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/imdb-minilm")
+}
+
+#[test]
+fn default_model_is_complete_and_small() {
+    let model = default_model();
+    let manifest = ModelManifest::read(&model).expect("models/imdb-minilm/model.json");
+    assert!(!manifest.random_head, "the shipped model is trained");
+    assert_eq!(manifest.default_graph, "model.int8.onnx");
+    let mut committed = 0;
+    for file in ["model.int8.onnx", "tokenizer.json", "model.json"] {
+        let path = model.join(file);
+        assert!(path.is_file(), "{} is missing", path.display());
+        committed += std::fs::metadata(&path).unwrap().len();
+    }
+    for file in [
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+    ] {
+        let path = model.join(file);
+        assert!(path.is_file(), "{} is missing", path.display());
+        committed += std::fs::metadata(&path).unwrap().len();
+    }
+    assert!(
+        !model.join("model.onnx").exists(),
+        "the f32 graph is not shipped"
+    );
+    assert!(
+        committed <= 30 << 20,
+        "{committed} bytes committed (limit 30 MiB)"
+    );
+    let int8 = &manifest.files["model.int8.onnx"];
+    assert_eq!(
+        &digest_file(&model.join("model.int8.onnx")).unwrap(),
+        int8,
+        "model.int8.onnx matches model.json"
+    );
+}
+
+/// `sentimq build` from `adapter/` + MiniLM gives the same labels as the committed int8 graph
+/// on 1,000 IMDB test reviews.
+#[test]
+fn rebuilding_from_the_adapter_reproduces_the_shipped_predictions() {
+    let (Some(base), Some(imdb)) = (minilm(), shared("data/imdb/aclImdb_v1_labeled.tar.gz")) else {
+        return;
+    };
+    let shipped_dir = default_model();
+    let shipped_manifest = ModelManifest::read(&shipped_dir).expect("model.json");
+    let out = tempfile::tempdir().unwrap();
+    let rebuilt_dir = out.path().join("imdb-minilm");
+    let mut options = BuildOptions::new(base.to_string_lossy(), &rebuilt_dir);
+    options.adapter = Some(shipped_dir.join("adapter"));
+    options.truncation = shipped_manifest.truncation;
+    options.labels = shipped_manifest.labels.clone();
+    export::build(&options).expect("rebuilding the default model");
+
+    let shipped = Classifier::load(&shipped_dir, None).expect("shipped model");
+    let rebuilt = Classifier::load(&rebuilt_dir, None).expect("rebuilt model");
+    let same_file = digest_file(&shipped_dir.join("model.int8.onnx")).unwrap()
+        == digest_file(&rebuilt_dir.join("model.int8.onnx")).unwrap();
+    sentimq::engine::set_intra_op_threads(2);
+    let reviews = data::take_balanced(
+        data::load(&imdb, Split::Test).expect("imdb test split"),
+        1000,
+        23,
+    );
+    let mut differ = Vec::new();
+    let mut max_diff = 0f32;
+    for chunk in reviews.chunks(16) {
+        let texts: Vec<String> = chunk.iter().map(|e| data::clean_text(&e.text)).collect();
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let a = shipped.classify(&texts).expect("shipped classifies");
+        let b = rebuilt.classify(&texts).expect("rebuilt classifies");
+        for ((x, y), text) in a.iter().zip(&b).zip(&texts) {
+            if x.label != y.label {
+                differ.push(text.chars().take(60).collect::<String>());
+            }
+            max_diff = max_diff.max((x.score - y.score).abs());
+        }
+    }
+    eprintln!(
+        "rebuilt model.int8.onnx is {} the shipped file; max score difference {max_diff:.2e}",
+        if same_file {
+            "byte for byte"
+        } else {
+            "not byte for byte"
+        }
+    );
+    assert!(
+        differ.is_empty(),
+        "{} of 1000 labels differ: {differ:?}",
+        differ.len()
+    );
+}
