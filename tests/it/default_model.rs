@@ -43,6 +43,17 @@ fn default_model_is_complete_and_small() {
         committed <= 30 << 20,
         "{committed} bytes committed (limit 30 MiB)"
     );
+    let adapter = manifest
+        .adapter
+        .as_ref()
+        .expect("model.json names the adapter");
+    assert_eq!(
+        digest_file(&model.join("adapter/adapter_model.safetensors"))
+            .unwrap()
+            .sha256,
+        adapter.sha256,
+        "the committed adapter is the one model.json was built from"
+    );
     let int8 = &manifest.files["model.int8.onnx"];
     assert_eq!(
         &digest_file(&model.join("model.int8.onnx")).unwrap(),
