@@ -17,16 +17,41 @@ use sentimq::{
 
 use crate::util::{assert_close, shared};
 
+/// One sentence of `golden-bert.json`: its ids and the first 8 values transformers computed.
 #[derive(serde::Deserialize)]
-struct Case {
-    text: String,
-    input_ids: Vec<u32>,
-    cls_hidden_first8: Vec<f32>,
-    mean_hidden_first8: Vec<f32>,
-    pooler_first8: Vec<f32>,
+pub struct Case {
+    pub text: String,
+    pub input_ids: Vec<u32>,
+    pub cls_hidden_first8: Vec<f32>,
+    pub mean_hidden_first8: Vec<f32>,
+    pub pooler_first8: Vec<f32>,
 }
 
-fn golden_cases(model: &str) -> Option<Vec<Case>> {
+impl Case {
+    /// Asserts the [CLS] hidden state, the mean hidden state and the pooler output (first 8
+    /// values each) match transformers' to 1e-4.
+    pub fn assert_matches(&self, cls: &[f32], mean: &[f32], pooled: &[f32], what: &str) {
+        let part = |name: &str| format!("{what} {name} for {:?}", self.text);
+        assert_close(
+            cls,
+            &self.cls_hidden_first8,
+            1e-4,
+            1e-4,
+            &part("cls hidden"),
+        );
+        assert_close(
+            mean,
+            &self.mean_hidden_first8,
+            1e-4,
+            1e-4,
+            &part("mean hidden"),
+        );
+        assert_close(pooled, &self.pooler_first8, 1e-4, 1e-4, &part("pooler"));
+    }
+}
+
+/// The golden cases of one model, or `None` when `../shared` is absent.
+pub fn golden_cases(model: &str) -> Option<Vec<Case>> {
     let path = shared("fixtures/golden-bert.json")?;
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
@@ -95,22 +120,7 @@ pub fn check_engine(engine: &Engine, golden_name: &str) -> usize {
             .map(|j| (0..seq).map(|t| hidden.values[t * h + j]).sum::<f32>() / seq as f32)
             .collect();
         let pooled = &output(&outputs, "pooler_output").values[..8];
-        let what = |part: &str| format!("{golden_name} {part} for {:?}", case.text);
-        assert_close(
-            &cls,
-            &case.cls_hidden_first8,
-            1e-4,
-            1e-4,
-            &what("cls hidden"),
-        );
-        assert_close(
-            &mean,
-            &case.mean_hidden_first8,
-            1e-4,
-            1e-4,
-            &what("mean hidden"),
-        );
-        assert_close(pooled, &case.pooler_first8, 1e-4, 1e-4, &what("pooler"));
+        case.assert_matches(&cls, &mean, pooled, golden_name);
     }
     cases.len()
 }

@@ -13,22 +13,8 @@ use sentimq::train::batches::{to_device, EncodedSet};
 use sentimq::train::dropout::Mode;
 use sentimq::train::{self, output, report, TrainConfig};
 
+use crate::golden::golden_cases;
 use crate::util::{assert_close, sentimq, shared};
-
-#[derive(serde::Deserialize)]
-struct Case {
-    input_ids: Vec<u32>,
-    cls_hidden_first8: Vec<f32>,
-    mean_hidden_first8: Vec<f32>,
-    pooler_first8: Vec<f32>,
-}
-
-fn golden_cases(model: &str) -> Option<Vec<Case>> {
-    let path = shared("fixtures/golden-bert.json")?;
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    serde_json::from_value(json["models"][model].clone()).ok()
-}
 
 fn tiny_fixture() -> Option<PathBuf> {
     shared("fixtures/tinybert-format")
@@ -97,22 +83,7 @@ fn check_golden(dir: &Path, golden_name: &str) {
             .unwrap()
             .to_vec1()
             .unwrap();
-        let what = |part: &str| format!("{golden_name} case {i} {part}");
-        assert_close(
-            &cls,
-            &case.cls_hidden_first8,
-            1e-4,
-            1e-4,
-            &what("cls hidden"),
-        );
-        assert_close(
-            &mean,
-            &case.mean_hidden_first8,
-            1e-4,
-            1e-4,
-            &what("mean hidden"),
-        );
-        assert_close(&pooled, &case.pooler_first8, 1e-4, 1e-4, &what("pooler"));
+        case.assert_matches(&cls, &mean, &pooled, &format!("{golden_name} case {i}"));
     }
 }
 
