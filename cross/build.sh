@@ -48,6 +48,9 @@ export "CARGO_TARGET_${upper}_RUNNER=$qemu -L $sysroot"
 export "CC_${target//-/_}=$gcc" "AR_${target//-/_}=${gcc%-gcc}-ar"
 CARGO_TARGET_DIR=$(cross_target_dir)
 export CARGO_TARGET_DIR
+# No debug info in dev/test builds for the device: it is most of the dependencies' compile time
+# under opt-level 3 and nobody runs a debugger under qemu (panics still name file and line).
+export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-false}
 
 command=$1
 shift

@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # Device checks of one Raspberry Pi target under qemu-user:
 #   cross/check.sh aarch64-unknown-linux-gnu [--e2e] [--device-tests]
-# Always: builds sentimqd for the target (cross/build.sh, Debian's toolchain) and runs
-#   `sentimqd --version` under qemu.
+# Always: builds sentimqd and the device tests for the target (cross/build.sh, Debian's
+#   toolchain) and runs `sentimqd --version` under qemu.
 # --e2e: the emulated daemon answers 20 messages through a native mosquitto with the x86_64
 #   engine's verdicts (tests/it/daemon/emulated.rs, run by the host's test binary).
-# --device-tests: also builds the library's unit tests and tests/it for the target and runs them
-#   under qemu: golden hidden states of the TinyBERT-format fixture and MiniLM, and 50 IMDB reviews
+# --device-tests: runs the library's unit tests and tests/it for the target under qemu: golden hidden states of the TinyBERT-format fixture and MiniLM, and 50 IMDB reviews
 #   classified as on x86_64 (labels equal, probabilities within 1e-3). Their reference comes from
 #   `cargo test --test it device::` on the host (run here if missing).
 set -euo pipefail
@@ -26,22 +25,27 @@ done
 cross_target_tools "$target"
 start=$(date +%s)
 
-cross/build.sh "$target" build --locked --bin sentimqd --no-default-features
+# One build: `cargo test --no-run` builds the library's tests, tests/it and, for tests/it, the
+# sentimqd binary. (Building the daemon with `cargo build` as well would compile every
+# dependency twice: a test build adds the `test` crate to -Zbuild-std's standard library, which
+# changes every dependency's hash.)
+cross/build.sh "$target" test --locked --no-run --no-default-features --lib --test it
 binary=$(realpath "$(cross_target_dir)/$target/debug/sentimqd")
 "$qemu" -L "$sysroot" "$binary" --version
+built=$(date +%s)
 
+# Host-side tests use scripts/test.sh's features, so its build is reused.
+export SENTIMQ_DEVICE_TOLERANCE=$tolerance
 if [ $e2e = 1 ]; then
   SENTIMQ_TEST_SENTIMQD="$qemu -L $sysroot $binary" \
-    cargo test --test it daemon::emulated -- --ignored --nocapture
+    cargo test --features train --test it daemon::emulated -- --ignored --nocapture
 fi
 
 if [ $device_tests = 1 ]; then
   export SENTIMQ_DEVICE_CHECK_DIR=${SENTIMQ_DEVICE_CHECK_DIR:-${CARGO_TARGET_DIR:-target}/tmp/device-check}
   if [ ! -f "$SENTIMQ_DEVICE_CHECK_DIR/reference.json" ]; then
-    cargo test --test it device::
+    cargo test --features train --test it device::
   fi
-  # A separate build: cargo unifies dev-dependency features for tests, so the dependencies are
-  # compiled again for it (about as long as the daemon's build).
   cross/build.sh "$target" test --locked --no-default-features --lib --test it -- --nocapture
 fi
-echo "cross/check.sh $target: passed in $(( $(date +%s) - start )) s"
+echo "cross/check.sh $target: build $(( built - start )) s, checks $(( $(date +%s) - built )) s"

@@ -65,6 +65,11 @@ pub struct TrainConfig {
     pub stop_after: Option<usize>,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Draw dropout masks on the host on any device, as on the CPU: a GPU run then matches a
+    /// CPU run mask for mask (slower; for checks). Off: GPUs draw their own, seeded the same
+    /// way (see [`super::dropout`]).
+    #[serde(default)]
+    pub host_dropout_masks: bool,
 }
 
 impl TrainConfig {
@@ -99,6 +104,7 @@ impl TrainConfig {
             eval_test: None,
             stop_after: None,
             progress: true,
+            host_dropout_masks: false,
         }
     }
 

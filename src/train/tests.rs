@@ -98,7 +98,7 @@ fn every_trainable_tensor_moves_and_frozen_ones_do_not() {
     };
     let mut optimizer = AdamW::new(trainable, config).expect("optimizer");
     for step in 0..2 {
-        let masks = DropoutMasks::new(1, step, &setup.device);
+        let masks = DropoutMasks::new(1, step, &setup.device).expect("masks");
         let grads = loss(&setup, &batch, &masks).backward().expect("backward");
         optimizer.accumulate(&grads).expect("accumulate");
         if step == 0 {
@@ -154,7 +154,7 @@ fn lora_gradient_matches_finite_differences() {
         "encoder.layer.0.attention.self.value.lora_A.weight",
     ] {
         let var = &trainable[name];
-        let masks = || DropoutMasks::new(9, 0, &setup.device);
+        let masks = || DropoutMasks::new(9, 0, &setup.device).expect("masks");
         let grads = loss(&setup, &batch, &masks()).backward().expect("backward");
         let analytic = grads
             .get(var.as_tensor())

@@ -333,7 +333,12 @@ impl Trainer<'_> {
             &setup.device,
         )
         .context("uploading a batch")?;
-        let masks = DropoutMasks::new(self.config.seed, position as u64, &setup.device);
+        let (seed, position) = (self.config.seed, position as u64);
+        let masks = if self.config.host_dropout_masks {
+            DropoutMasks::on_host(seed, position, &setup.device)
+        } else {
+            DropoutMasks::new(seed, position, &setup.device).context("seeding dropout")?
+        };
         let logits = setup
             .model
             .forward_t(&batch.ids, &batch.mask, Mode::Train(&masks))

@@ -21,16 +21,21 @@ pub fn reference_dir() -> PathBuf {
     }
 }
 
-/// The model both sides classify with: the shipped default model.
-#[cfg(feature = "workstation")]
+/// The model both sides classify with: the shipped default model, in this checkout (the
+/// reference's `model` records where the x86_64 run found it).
 fn model_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models/imdb-minilm")
 }
 
-/// Tolerance on probabilities between architectures (different SIMD kernels and summation
-/// order; the int8 products themselves are exact).
-#[cfg(not(feature = "workstation"))]
-const PROBABILITY_TOLERANCE: f32 = 1e-3;
+/// Tolerance on probabilities between architectures: `$SENTIMQ_DEVICE_TOLERANCE` (set per
+/// target by `cross/targets.sh`), else 1e-3 (different SIMD kernels and summation order; the
+/// int8 products themselves are exact).
+pub fn tolerance() -> f32 {
+    std::env::var("SENTIMQ_DEVICE_TOLERANCE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1e-3)
+}
 
 #[derive(Serialize, Deserialize)]
 struct Reference {
@@ -137,25 +142,35 @@ fn golden_hidden_states_on_device() {
 #[test]
 fn classifies_like_x86_64() {
     let (_, reference) = read_reference();
-    let (labels, probabilities) = classify_all(&reference.model, &reference.texts);
+    let (labels, probabilities) = classify_all(&model_dir(), &reference.texts);
     assert_eq!(labels, reference.labels, "labels differ from x86_64");
-    let mut max_diff = 0f32;
-    for (row, (found, expected)) in probabilities
+    let diffs: Vec<f32> = probabilities
         .iter()
         .zip(&reference.probabilities)
-        .enumerate()
-    {
-        for (f, e) in found.iter().zip(expected) {
-            let diff = (f - e).abs();
-            assert!(
-                diff <= PROBABILITY_TOLERANCE,
-                "text {row}: probability {f} here, {e} on x86_64 (tolerance {PROBABILITY_TOLERANCE})"
-            );
-            max_diff = max_diff.max(diff);
-        }
-    }
+        .map(|(found, expected)| {
+            found
+                .iter()
+                .zip(expected)
+                .map(|(f, e)| (f - e).abs())
+                .fold(0.0, f32::max)
+        })
+        .collect();
+    let (worst, max_diff) =
+        diffs.iter().copied().enumerate().fold(
+            (0, 0f32),
+            |best, (i, d)| if d > best.1 { (i, d) } else { best },
+        );
+    let over = diffs.iter().filter(|&&d| d > 1e-4).count();
     eprintln!(
-        "{} texts: labels equal, max probability difference to x86_64 {max_diff:.2e}",
+        "{} texts: labels equal, max probability difference to x86_64 {max_diff:.2e} (text \
+         {worst}), {over} texts differ by more than 1e-4",
         reference.texts.len()
+    );
+    let tolerance = tolerance();
+    assert!(
+        max_diff <= tolerance,
+        "text {worst}: probabilities {:?} here, {:?} on x86_64 (tolerance {tolerance})",
+        probabilities[worst],
+        reference.probabilities[worst]
     );
 }

@@ -15,4 +15,6 @@ mod golden;
 mod interop;
 #[cfg(feature = "train")]
 mod train;
+#[cfg(feature = "cuda")]
+mod train_cuda;
 mod util;

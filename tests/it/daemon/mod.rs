@@ -59,9 +59,10 @@ pub fn assert_result_matches(model: &Path, result: &serde_json::Value, text: &st
         "label of {text:?}: {result}"
     );
     let score = result["score"].as_f64().expect("score");
+    let tolerance = f64::from(crate::device::tolerance());
     assert!(
-        (score - f64::from(want.score)).abs() < 1e-3,
-        "score of {text:?}: daemon {score}, in-process {} (tolerance 1e-3)",
+        (score - f64::from(want.score)).abs() <= tolerance,
+        "score of {text:?}: daemon {score}, in-process {} (tolerance {tolerance})",
         want.score
     );
     assert_eq!(result["tokens"], want.tokens, "tokens of {text:?}");
