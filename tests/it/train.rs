@@ -267,6 +267,17 @@ pub(crate) fn adapter_tensors(run: &Path) -> Vec<(String, Vec<f32>)> {
     tensors.into_iter().map(|(k, v)| (k, v.data)).collect()
 }
 
+/// Every update's loss in a run's `metrics.jsonl`.
+pub(crate) fn step_losses(run: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "step")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect()
+}
+
 /// Stopped at step 5 and resumed, a run ends with the adapter of an uninterrupted one.
 #[test]
 fn train_resume_continues_bit_for_bit() {
@@ -303,15 +314,7 @@ fn train_resume_continues_bit_for_bit() {
     for ((name, x), (_, y)) in a.iter().zip(&b) {
         assert_close(y, x, 1e-6, 0.0, name);
     }
-    let losses = |run: &str| -> Vec<f64> {
-        std::fs::read_to_string(dir.path().join(run).join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["kind"] == "step")
-            .map(|v| v["loss"].as_f64().unwrap())
-            .collect()
-    };
+    let losses = |run: &str| step_losses(&dir.path().join(run));
     assert_eq!(losses("whole"), losses("resumed"));
 
     // Resuming with another base or other flags is refused, naming what differs.

@@ -8,11 +8,11 @@
 //!   TinyBERT-format fixture and MiniLM from `../shared`);
 //! - `SENTIMQ_CUDA_DATA`: labelled reviews as JSON Lines (default: 64 from IMDB's train split).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sentimq::train::{self, DeviceSpec, TrainConfig};
 
-use crate::train::{adapter_tensors, imdb_sample, training_throughput};
+use crate::train::{adapter_tensors, imdb_sample, step_losses, training_throughput};
 use crate::util::shared;
 
 fn cuda_available() -> bool {
@@ -35,7 +35,11 @@ fn bases() -> Vec<PathBuf> {
     }
 }
 
-fn reviews(default_count: usize) -> Option<PathBuf> {
+/// The reviews to train on, or `None` (the test is skipped) without a CUDA device or data.
+fn cuda_and_reviews(default_count: usize) -> Option<PathBuf> {
+    if !cuda_available() {
+        return None;
+    }
     match std::env::var_os("SENTIMQ_CUDA_DATA") {
         Some(path) => Some(PathBuf::from(path)),
         None => imdb_sample(default_count),
@@ -52,16 +56,6 @@ fn relative_distance(a: &[f32], b: &[f32]) -> f64 {
     (diff / norm.max(f64::MIN_POSITIVE)).sqrt()
 }
 
-fn step_losses(run: &Path) -> Vec<f64> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["kind"] == "step")
-        .map(|v| v["loss"].as_f64().unwrap())
-        .collect()
-}
-
 /// One epoch of LoRA training (dropout on, with the CPU's masks on both; validation each epoch)
 /// on the GPU and on the CPU from the same seed: every step's loss within 1e-3 relative, every
 /// adapter tensor within 1e-3 (relative Frobenius distance), the same validation verdicts but
@@ -69,10 +63,7 @@ fn step_losses(run: &Path) -> Vec<f64> {
 /// Float sums run in another order on the GPU, so the two runs are close, not bit-equal.
 #[test]
 fn cuda_training_matches_cpu() {
-    if !cuda_available() {
-        return;
-    }
-    let Some(data) = reviews(64) else {
+    let Some(data) = cuda_and_reviews(64) else {
         return;
     };
     for base in bases() {
@@ -152,10 +143,7 @@ fn cuda_training_matches_cpu() {
 #[test]
 #[ignore = "a measurement"]
 fn cuda_training_throughput() {
-    if !cuda_available() {
-        return;
-    }
-    let Some(data) = reviews(200) else {
+    let Some(data) = cuda_and_reviews(200) else {
         return;
     };
     for base in bases() {
