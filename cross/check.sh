@@ -5,7 +5,8 @@
 #   toolchain) and runs `sentimqd --version` under qemu.
 # --e2e: the emulated daemon answers 20 messages through a native mosquitto with the x86_64
 #   engine's verdicts (tests/it/daemon/emulated.rs, run by the host's test binary).
-# --device-tests: runs the library's unit tests and tests/it for the target under qemu: golden hidden states of the TinyBERT-format fixture and MiniLM, and 50 IMDB reviews
+# --device-tests: runs the library's unit tests and tests/it for the target under qemu:
+#   golden hidden states of the TinyBERT-format fixture and MiniLM, and 50 IMDB reviews
 #   classified as on x86_64 (labels equal, probabilities within 1e-3). Their reference comes from
 #   `cargo test --test it device::` on the host (run here if missing).
 set -euo pipefail
