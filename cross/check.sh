@@ -7,8 +7,9 @@
 #   engine's verdicts (tests/it/daemon/emulated.rs, run by the host's test binary).
 # --device-tests: runs the library's unit tests and tests/it for the target under qemu:
 #   golden hidden states of the TinyBERT-format fixture and MiniLM, and 50 IMDB reviews
-#   classified as on x86_64 (labels equal, probabilities within 1e-3). Their reference comes from
-#   `cargo test --test it device::` on the host (run here if missing).
+#   classified as on x86_64 (labels equal, probabilities within the tolerance cross/targets.sh
+#   sets per target). Their reference comes from
+#   `cargo test --features train --test it device::` on the host (run here if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . cross/targets.sh
