@@ -6,9 +6,9 @@
 # --e2e: the emulated daemon answers 20 messages through a native mosquitto with the x86_64
 #   engine's verdicts (tests/it/daemon/emulated.rs, run by the host's test binary).
 # --device-tests: runs the library's unit tests and tests/it for the target under qemu:
-#   golden hidden states of the TinyBERT-format fixture and MiniLM, and 50 IMDB reviews
-#   classified as on x86_64 (labels equal, probabilities within the tolerance cross/targets.sh
-#   sets per target). Their reference comes from
+#   golden hidden states of the TinyBERT-format fixture and MiniLM, exact `MatMulInteger`
+#   products, and 50 IMDB reviews classified as on x86_64 (labels equal, probabilities no
+#   further from x86_64's than its int8 is from f32). Their reference comes from
 #   `cargo test --features train --test it device::` on the host (run here if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."

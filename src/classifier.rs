@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::engine::{self, Engine, Session};
+use crate::engine::{self, Engine, EngineOptions, Session};
 use crate::manifest::{self, ModelManifest};
 use crate::tokenizer::{self, Encoded, TextTokenizer, TokenBatch};
 
@@ -65,11 +65,20 @@ impl Classifier {
     /// Loads `dir/model.json`, `dir/tokenizer.json` and the graph `graph_file` (default: the
     /// manifest's `default_graph`).
     pub fn load(dir: &Path, graph_file: Option<&str>) -> Result<Self, Error> {
+        Self::load_with(dir, graph_file, EngineOptions::default())
+    }
+
+    /// [`Classifier::load`] with engine options (plan cache size, sequence bucket).
+    pub fn load_with(
+        dir: &Path,
+        graph_file: Option<&str>,
+        options: EngineOptions,
+    ) -> Result<Self, Error> {
         let manifest = ModelManifest::read(dir)?;
         let tokenizer =
             TextTokenizer::from_tokenizer_json(&dir.join("tokenizer.json"), manifest.truncation)?;
         let graph = dir.join(graph_file.unwrap_or(&manifest.default_graph));
-        let engine = Engine::load(&graph)?;
+        let engine = Engine::load_with(&graph, options)?;
         let classifier = Classifier {
             manifest,
             tokenizer,

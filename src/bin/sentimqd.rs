@@ -1,7 +1,7 @@
 //! `sentimqd`: the edge daemon. Classifies text arriving over MQTT (see the README's contract).
 //!
-//! Parses flags, loads the configuration, calls `sentimq::daemon::run` or `validate`, and maps
-//! the outcome to an exit status: 0, 1 (runtime failure) or 78 (configuration error).
+//! Parses flags, loads the configuration, calls `sentimq::daemon::run`, `validate` or `demo`,
+//! and maps the outcome to an exit status: 0, 1 (runtime failure) or 78 (configuration error).
 
 use std::process::ExitCode;
 
@@ -26,6 +26,23 @@ enum Command {
     Run(Flags),
     /// Check the configuration, the model, the TLS files and the broker; exit 0 or 78.
     Validate(ValidateArgs),
+    /// First run: start the daemon (and, with no broker configured, one in-process), publish a
+    /// few reviews, print the results, stop.
+    #[cfg(feature = "embedded-broker")]
+    Demo(DemoArgs),
+}
+
+#[cfg(feature = "embedded-broker")]
+#[derive(Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    flags: Flags,
+    /// Seconds to wait for the daemon to come online, then for the replies.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Texts to classify (default: four sample reviews).
+    #[arg(value_name = "TEXT")]
+    texts: Vec<String>,
 }
 
 #[derive(Args)]
@@ -48,6 +65,8 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Validate(args)) => validate(args),
         Some(Command::Run(flags)) => run(&flags),
+        #[cfg(feature = "embedded-broker")]
+        Some(Command::Demo(args)) => demo(args),
         None => run(&cli.flags),
     }
 }
@@ -82,5 +101,54 @@ fn validate(args: ValidateArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EX_CONFIG)
+    }
+}
+
+#[cfg(feature = "embedded-broker")]
+fn demo(args: DemoArgs) -> ExitCode {
+    use sentimq::daemon::demo::{self, DemoError, DemoOptions};
+
+    let mut options = DemoOptions {
+        timeout: std::time::Duration::from_secs(args.timeout),
+        ..DemoOptions::default()
+    };
+    if !args.texts.is_empty() {
+        options.texts = args.texts;
+    }
+    let loaded = match config::load(Sources::from_process(&args.flags)) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("error: {:#}", anyhow::Error::from(error));
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let texts = options.texts.clone();
+    let result = demo::run(loaded, options, |index, reply| {
+        println!("> {}\n{reply}\n", texts[index]);
+    });
+    match result {
+        Ok(report) => {
+            if let Some(address) = report.embedded_broker {
+                eprintln!("(embedded MQTT broker on {address}; pass --server or set mqtt.server to use yours)");
+            }
+            let missing = report.replies.iter().filter(|(_, r)| r.is_none()).count();
+            if missing == 0 {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "error: {missing} of {} texts got no reply",
+                    report.replies.len()
+                );
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            let code = match &error {
+                DemoError::Daemon(e) if e.is_config() => EX_CONFIG,
+                _ => 1,
+            };
+            eprintln!("error: {:#}", anyhow::Error::from(error));
+            ExitCode::from(code)
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! The daemon logs one line per lifecycle event at `info` (start, connect, subscribe, ready,
 //! reconnect, shutdown), problems at `warn`/`error`, and nothing per message above `debug`.
 //! The `log` records of rumqttc and tract are forwarded, at `warn` and above unless `log.level`
-//! names them. Colours only when stderr is a terminal.
+//! names them; the embedded broker (rumqttd) is silent unless named. Colours only when stderr is a terminal.
 
 use std::io::IsTerminal;
 
@@ -14,6 +14,11 @@ use super::config::{LogConfig, LogFormat};
 /// Installs the global subscriber; a second call (tests, embedding) keeps the first one.
 pub fn init(config: &LogConfig) {
     let mut level = config.level.clone();
+    // The embedded broker of `sentimqd demo` logs a normal disconnect as an error: off unless
+    // `log.level` names it.
+    if !level.contains("rumqttd") {
+        level = format!("{level},rumqttd=off");
+    }
     for chatty in [
         "rumqttc",
         "tract_linalg",

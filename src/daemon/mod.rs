@@ -15,6 +15,8 @@
 //!   file < `SENTIMQ_*` environment < flags.
 //! - [`health`], [`stats`], [`logging`]: systemd readiness and watchdog, `<base>/info`,
 //!   `<base>/stats`, log output.
+//! - `demo` (feature `embedded-broker`): `sentimqd demo`, the daemon plus an in-process broker
+//!   and a client that publishes sample reviews.
 //!
 //! The daemon never imports `export` or `train`; it builds with `--no-default-features`.
 //!
@@ -29,6 +31,8 @@ pub mod batcher;
 pub mod broker;
 pub mod config;
 pub mod contract;
+#[cfg(feature = "embedded-broker")]
+pub mod demo;
 mod error;
 pub mod health;
 pub mod logging;

@@ -73,7 +73,11 @@ pub fn load_model(config: &Config) -> Result<LoadedModel, Error> {
             identity = format!("{}@{}", manifest.name, &found.sha256[..12]);
         }
     }
-    let classifier = Classifier::load(dir, Some(&graph)).map_err(model_error)?;
+    let options = crate::engine::EngineOptions {
+        plan_cache_size: usize::try_from(config.model.plans).unwrap_or(usize::MAX),
+        ..Default::default()
+    };
+    let classifier = Classifier::load_with(dir, Some(&graph), options).map_err(model_error)?;
     Ok(LoadedModel {
         classifier,
         graph,
@@ -83,6 +87,15 @@ pub fn load_model(config: &Config) -> Result<LoadedModel, Error> {
 
 /// Runs the daemon until SIGTERM/SIGINT (then shuts down gracefully) or a fatal error.
 pub fn run(loaded: Loaded) -> Result<(), Error> {
+    run_until(loaded, shutdown_signal())
+}
+
+/// Runs the daemon until `stop` resolves (with the reason to log), then shuts down gracefully
+/// as on SIGTERM; or until a fatal error.
+pub fn run_until(
+    loaded: Loaded,
+    stop: impl std::future::Future<Output = &'static str>,
+) -> Result<(), Error> {
     let config = loaded.config;
     logging::init(&config.log);
     info!(
@@ -122,7 +135,7 @@ pub fn run(loaded: Loaded) -> Result<(), Error> {
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
-    runtime.block_on(serve(config, model, server, tls))
+    runtime.block_on(serve(config, model, server, tls, stop))
 }
 
 async fn serve(
@@ -130,6 +143,7 @@ async fn serve(
     model: LoadedModel,
     server: super::config::ServerAddress,
     tls: Option<Arc<rustls::ClientConfig>>,
+    stop: impl std::future::Future<Output = &'static str>,
 ) -> Result<(), Error> {
     let capacity = config.pipeline.queue_capacity as usize;
     let workers = config.pipeline.workers as usize;
@@ -227,8 +241,8 @@ async fn serve(
 
     let mut failed_rx = failed.subscribe();
     let outcome = tokio::select! {
-        signal = shutdown_signal() => {
-            info!(signal, "shutting down");
+        reason = stop => {
+            info!(reason, "shutting down");
             Ok(())
         }
         _ = failed_rx.wait_for(|f| *f) => Err(Error::WorkerFailed),

@@ -1,10 +1,25 @@
 //! Device parity: the engine built for ARM (run under qemu by `cross/check.sh`) reproduces the
-//! golden hidden states and classifies 50 real IMDB reviews as x86_64 does.
+//! golden hidden states, computes int8 matrix products exactly, and classifies 50 real IMDB
+//! reviews as x86_64 does.
 //!
 //! The x86_64 run (`cargo test`, workstation feature) writes what the devices need into
-//! [`reference_dir`]: hidden-state graphs of the TinyBERT-format fixture and MiniLM, the 50
-//! texts, and its own probabilities. The device build of this test binary
-//! (`--no-default-features`, no export code) reads them back and compares.
+//! [`reference_dir`]: hidden-state graphs of the TinyBERT-format fixture and MiniLM, one-node
+//! `MatMulInteger` graphs, the 50 texts, and its own int8 and f32 probabilities. The device
+//! build of this test binary (`--no-default-features`, no export code) reads them back and
+//! compares.
+//!
+//! Why int8 scores are compared with a budget rather than to 1e-3: the int8 graph rounds every
+//! activation to a per-token grid. The f32 kernels before each rounding (LayerNorm, GELU,
+//! softmax) differ between architectures in the last bit, which is enough to move an
+//! occasional value across a rounding boundary; that one-step change then moves later
+//! roundings, so from that point a text's int8 result is a different draw of the same
+//! quantization error. Traced on aarch64 for review 6: every integer product is bit-equal to
+//! x86_64's until one of 49,152 quantized inputs of layer 1 differs by one step (the f32 ops
+//! between, bias, residual and LayerNorm, gave a value on a rounding boundary that differs in
+//! its last bits), after which the differences spread and the probability ends 2.7e-2 away;
+//! the golden f32 hidden states agree to 1e-4 on the same build.
+//! So the check asks that moving to the device change a score by no more than quantizing it does
+//! on x86_64 (int8 against f32), with identical labels, and that the integer products are exact.
 
 use std::path::{Path, PathBuf};
 
@@ -27,9 +42,9 @@ fn model_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models/imdb-minilm")
 }
 
-/// Tolerance on probabilities between architectures: `$SENTIMQ_DEVICE_TOLERANCE` (set per
-/// target by `cross/targets.sh`), else 1e-3 (different SIMD kernels and summation order; the
-/// int8 products themselves are exact).
+/// Tolerance on the int8 scores of the daemon's end-to-end check between architectures:
+/// `$SENTIMQ_DEVICE_TOLERANCE` (set per target by `cross/targets.sh`), else 1e-3. (The 50-review
+/// check bounds differences by x86_64's own quantization error instead; see the module docs.)
 pub fn tolerance() -> f32 {
     std::env::var("SENTIMQ_DEVICE_TOLERANCE")
         .ok()
@@ -45,11 +60,149 @@ struct Reference {
     texts: Vec<String>,
     labels: Vec<String>,
     probabilities: Vec<Vec<f32>>,
+    /// The same texts through the default model's f32 graph, rebuilt from its adapter.
+    f32_probabilities: Vec<Vec<f32>>,
+    /// One-node `MatMulInteger` graphs (file in the reference dir) and their operands' seeds.
+    integer_products: Vec<IntegerProduct>,
 }
 
-/// Classifies `texts` one by one: `(label, probabilities)` per text.
+/// An int8 × int8 → int32 product at a shape the int8 graphs run. The operands come from a
+/// seeded generator, so the device recomputes them and the exact result instead of reading
+/// them.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+struct IntegerProduct {
+    seed: u64,
+    /// `(rows, sequence, k)` of the input, `(k, n)` of the weights.
+    rows: usize,
+    sequence: usize,
+    k: usize,
+    n: usize,
+}
+
+/// Batch 1 × 1 token (matrix-vector kernels) and an odd shape that leaves partial tiles.
+#[cfg(feature = "workstation")]
+const INTEGER_PRODUCTS: [IntegerProduct; 2] = [
+    IntegerProduct {
+        seed: 1,
+        rows: 1,
+        sequence: 1,
+        k: 384,
+        n: 1152,
+    },
+    IntegerProduct {
+        seed: 2,
+        rows: 2,
+        sequence: 37,
+        k: 384,
+        n: 1155,
+    },
+];
+
+impl IntegerProduct {
+    fn file_name(&self) -> String {
+        format!("matmul-integer-{}.onnx", self.seed)
+    }
+
+    /// `(input, weights)`, all of `i8`'s range.
+    fn operands(&self) -> (Vec<i8>, Vec<i8>) {
+        let mut rng = sentimq::rng::SplitMix64::new(self.seed);
+        let mut draw = |n: usize| -> Vec<i8> {
+            (0..n)
+                .map(|_| (rng.below(256) as i16 - 128) as i8)
+                .collect()
+        };
+        let input = draw(self.rows * self.sequence * self.k);
+        let weights = draw(self.k * self.n);
+        (input, weights)
+    }
+
+    /// The exact product, row-major `(rows · sequence, n)`.
+    fn expected(&self) -> Vec<i32> {
+        let (input, weights) = self.operands();
+        let mut out = vec![0i32; self.rows * self.sequence * self.n];
+        for (row, x) in input.chunks_exact(self.k).enumerate() {
+            let out = &mut out[row * self.n..(row + 1) * self.n];
+            for (x, w) in x.iter().zip(weights.chunks_exact(self.n)) {
+                for (o, w) in out.iter_mut().zip(w) {
+                    *o += i32::from(*x) * i32::from(*w);
+                }
+            }
+        }
+        out
+    }
+
+    #[cfg(feature = "workstation")]
+    fn graph(&self) -> Vec<u8> {
+        use sentimq::export::onnx::{self, value_info, Dim, FloatType, GraphBuilder};
+        use tract_onnx::pb::tensor_proto::DataType;
+
+        let (_, weights) = self.operands();
+        let mut graph = GraphBuilder::new(FloatType::F32);
+        let w = graph.i8_tensor("weights", &[self.k, self.n], &weights);
+        let product = graph.op("MatMulInteger", &["input", &w], vec![]);
+        let dims = |last| {
+            [
+                Dim::Fixed(self.rows),
+                Dim::Fixed(self.sequence),
+                Dim::Fixed(last),
+            ]
+        };
+        let model = graph.finish(
+            vec![value_info("input", DataType::Int8, &dims(self.k))],
+            vec![value_info(&product, DataType::Int32, &dims(self.n))],
+            &[],
+        );
+        onnx::encode(&model)
+    }
+
+    /// Runs the graph in `dir` with tract and checks every element against [`Self::expected`].
+    fn check(&self, dir: &Path) {
+        use tract_onnx::prelude::*;
+
+        let path = dir.join(self.file_name());
+        let plan = tract_onnx::onnx()
+            .model_for_path(&path)
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        let (input, _) = self.operands();
+        let input =
+            tract_onnx::prelude::Tensor::from_shape(&[self.rows, self.sequence, self.k], &input)
+                .expect("input tensor");
+        let output = plan.run(tvec!(input.into_tvalue())).expect("running");
+        let found = output[0]
+            .try_as_plain_ram()
+            .and_then(|view| view.as_slice::<i32>().map(<[i32]>::to_vec))
+            .expect("i32 output");
+        let expected = self.expected();
+        let wrong = found.iter().zip(&expected).filter(|(f, e)| f != e).count();
+        assert_eq!(found.len(), expected.len());
+        assert_eq!(
+            wrong,
+            0,
+            "MatMulInteger {}×{}×{} · {}×{}: {wrong} of {} products differ from the exact result",
+            self.rows,
+            self.sequence,
+            self.k,
+            self.k,
+            self.n,
+            expected.len()
+        );
+    }
+}
+
+/// Classifies `texts` one by one with the model's default graph: `(label, probabilities)`.
 fn classify_all(model: &Path, texts: &[String]) -> (Vec<String>, Vec<Vec<f32>>) {
-    let classifier = Classifier::load(model, None).expect("loading the default model");
+    classify_all_with(model, None, texts)
+}
+
+/// [`classify_all`] with a chosen graph file.
+fn classify_all_with(
+    model: &Path,
+    graph: Option<&str>,
+    texts: &[String],
+) -> (Vec<String>, Vec<Vec<f32>>) {
+    let classifier = Classifier::load(model, graph).expect("loading the default model");
     texts
         .iter()
         .map(|text| {
@@ -81,7 +234,10 @@ fn writes_reference_for_device_runs() {
     let dir = reference_dir();
     std::fs::create_dir_all(&dir).expect("creating the reference dir");
     let mut hidden_state_graphs = Vec::new();
-    for (golden_name, checkpoint) in [("tinybert-format", tinybert), ("all-MiniLM-L6-v2", minilm)] {
+    for (golden_name, checkpoint) in [
+        ("tinybert-format", tinybert),
+        ("all-MiniLM-L6-v2", minilm.clone()),
+    ] {
         let file = format!("{golden_name}.hidden.onnx");
         std::fs::write(dir.join(&file), hidden_state_graph(&checkpoint)).expect("writing graph");
         // The same check the devices run, here on x86_64.
@@ -98,17 +254,45 @@ fn writes_reference_for_device_runs() {
     .into_iter()
     .map(|e| data::clean_text(&e.text))
     .collect();
+    let mut integer_products = Vec::new();
+    for product in INTEGER_PRODUCTS {
+        std::fs::write(dir.join(product.file_name()), product.graph()).expect("writing graph");
+        product.check(&dir);
+        integer_products.push(product);
+    }
+
     let model = model_dir();
     let (labels, probabilities) = classify_all(&model, &texts);
+    let rebuilt = tempfile::tempdir().expect("temp dir");
+    let f32_model = rebuild_default_model(&minilm, rebuilt.path());
+    let (_, f32_probabilities) = classify_all_with(&f32_model, Some("model.onnx"), &texts);
     let reference = Reference {
         hidden_state_graphs,
         model,
         texts,
         labels,
         probabilities,
+        f32_probabilities,
+        integer_products,
     };
     let json = serde_json::to_vec(&reference).expect("reference serializes");
     std::fs::write(dir.join("reference.json"), json).expect("writing reference.json");
+}
+
+/// The default model rebuilt from its committed adapter into `out` (for its f32 graph).
+#[cfg(feature = "workstation")]
+fn rebuild_default_model(base: &Path, out: &Path) -> PathBuf {
+    use sentimq::export::{self, BuildOptions};
+    use sentimq::manifest::ModelManifest;
+
+    let shipped = model_dir();
+    let manifest = ModelManifest::read(&shipped).expect("model.json");
+    let mut options = BuildOptions::new(base.to_string_lossy(), out);
+    options.adapter = Some(shipped.join("adapter"));
+    options.truncation = manifest.truncation;
+    options.labels = manifest.labels;
+    export::build(&options).expect("rebuilding the default model");
+    out.to_path_buf()
 }
 
 #[cfg(not(feature = "workstation"))]
@@ -140,36 +324,68 @@ fn golden_hidden_states_on_device() {
 
 #[cfg(not(feature = "workstation"))]
 #[test]
-fn classifies_like_x86_64() {
-    let (_, reference) = read_reference();
-    let (labels, probabilities) = classify_all(&model_dir(), &reference.texts);
-    assert_eq!(labels, reference.labels, "labels differ from x86_64");
-    let diffs: Vec<f32> = probabilities
-        .iter()
-        .zip(&reference.probabilities)
-        .map(|(found, expected)| {
-            found
-                .iter()
-                .zip(expected)
-                .map(|(f, e)| (f - e).abs())
+fn integer_products_are_exact_on_device() {
+    let (dir, reference) = read_reference();
+    assert!(!reference.integer_products.is_empty());
+    for product in &reference.integer_products {
+        product.check(&dir);
+    }
+}
+
+/// Largest class-probability difference per text between two runs.
+#[cfg(not(feature = "workstation"))]
+fn differences(a: &[Vec<f32>], b: &[Vec<f32>]) -> Vec<f32> {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
                 .fold(0.0, f32::max)
         })
-        .collect();
-    let (worst, max_diff) =
+        .collect()
+}
+
+/// `(index of the largest, largest, mean)`.
+#[cfg(not(feature = "workstation"))]
+fn summary(diffs: &[f32]) -> (usize, f32, f32) {
+    let (worst, max) =
         diffs.iter().copied().enumerate().fold(
             (0, 0f32),
             |best, (i, d)| if d > best.1 { (i, d) } else { best },
         );
-    let over = diffs.iter().filter(|&&d| d > 1e-4).count();
+    (
+        worst,
+        max,
+        diffs.iter().sum::<f32>() / diffs.len().max(1) as f32,
+    )
+}
+
+#[cfg(not(feature = "workstation"))]
+#[test]
+fn classifies_like_x86_64() {
+    let (_, reference) = read_reference();
+    let (labels, probabilities) = classify_all(&model_dir(), &reference.texts);
+    assert_eq!(labels, reference.labels, "labels differ from x86_64");
+    let (worst, max_diff, mean_diff) =
+        summary(&differences(&probabilities, &reference.probabilities));
+    let (_, x86_error, x86_mean_error) = summary(&differences(
+        &reference.probabilities,
+        &reference.f32_probabilities,
+    ));
+    let (_, device_error, device_mean_error) =
+        summary(&differences(&probabilities, &reference.f32_probabilities));
     eprintln!(
-        "{} texts: labels equal, max probability difference to x86_64 {max_diff:.2e} (text \
-         {worst}), {over} texts differ by more than 1e-4",
+        "{} texts: labels equal to x86_64's; int8 probabilities differ from x86_64's by \
+         {max_diff:.2e} at most (text {worst}), {mean_diff:.2e} on average. Quantization \
+         error against f32: here {device_error:.2e} at most, {device_mean_error:.2e} on \
+         average; on x86_64 {x86_error:.2e}, {x86_mean_error:.2e}",
         reference.texts.len()
     );
-    let tolerance = tolerance();
     assert!(
-        max_diff <= tolerance,
-        "text {worst}: probabilities {:?} here, {:?} on x86_64 (tolerance {tolerance})",
+        max_diff <= x86_error,
+        "text {worst}: probabilities {:?} here, {:?} on x86_64: further apart than x86_64's \
+         int8 is from f32 ({x86_error:.2e})",
         probabilities[worst],
         reference.probabilities[worst]
     );

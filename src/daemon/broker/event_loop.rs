@@ -15,7 +15,7 @@ use rumqttc::Outgoing;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
-use super::{Backoff, Connected, Link};
+use super::{AckOrder, Backoff, Connected, Link};
 use crate::daemon::contract::{ErrorCode, Rejection, Replier};
 use crate::daemon::health::Health;
 use crate::daemon::message::{Completion, Inbound, InputAck, Outbound, ResponseRoute};
@@ -60,6 +60,9 @@ struct State {
     is_connected: bool,
     has_subscribed: bool,
     overflow: VecDeque<Inbound>,
+    /// QoS 1 inputs of this connection in arrival order, until their ack may go out.
+    ack_order: AckOrder,
+    /// Acks released in order, waiting for room in the client's request queue.
     acks: VecDeque<InputAck>,
     last_problem: Option<String>,
     has_warned_refusal: bool,
@@ -154,6 +157,7 @@ impl EventLoopTask {
         state.epoch += 1;
         // Acks for the old connection would hit whatever the broker numbers next.
         state.acks.clear();
+        state.ack_order.clear();
         self.link.ack_backlog.store(0, Ordering::Relaxed);
         let unsent = self
             .eventloop
@@ -182,6 +186,10 @@ impl EventLoopTask {
             epoch: state.epoch,
             pkid: publish.pkid,
         });
+        if let Some(ack) = ack {
+            // Also an input left unanswered below: nothing received after it may be acked.
+            state.ack_order.received(ack.pkid);
+        }
         let response = publish.properties.as_ref().and_then(|p| {
             p.response_topic.clone().map(|topic| ResponseRoute {
                 topic,
@@ -274,7 +282,12 @@ impl EventLoopTask {
         let completion = ledger.acknowledged(puback.pkid);
         if let Some(Completion::Input(ack)) = completion {
             if ack.epoch == state.epoch && state.is_connected {
-                state.acks.push_back(ack);
+                let epoch = state.epoch;
+                let mut released = Vec::new();
+                state.ack_order.completed(ack.pkid, &mut released);
+                state
+                    .acks
+                    .extend(released.into_iter().map(|pkid| InputAck { epoch, pkid }));
                 self.link
                     .ack_backlog
                     .store(state.acks.len(), Ordering::Relaxed);

@@ -3,10 +3,11 @@
 //! [`EventLoopTask`] owns rumqttc's `EventLoop` and only polls and forwards: inputs go to the
 //! batcher's queue (never awaited: a full queue must not stop polling, because polling is what
 //! drains the client's request queue), PUBACKs release input acknowledgements through the
-//! [`Ledger`], CONNACKs are announced to the [`Outbox`]. The outbox is the only task that
+//! [`Ledger`], in arrival order ([`AckOrder`]), CONNACKs are announced to the [`Outbox`]. The outbox is the only task that
 //! awaits client requests: it publishes replies, status, info and stats, and (re)subscribes on
 //! every connection.
 
+mod ack_order;
 mod backoff;
 mod event_loop;
 mod ledger;
@@ -22,6 +23,7 @@ use rumqttc::v5::MqttOptions;
 use rumqttc::{TlsConfiguration, Transport};
 use tokio::sync::watch;
 
+pub use ack_order::AckOrder;
 pub use backoff::Backoff;
 pub use event_loop::{describe_connection_error, EventLoopTask};
 pub use ledger::Ledger;

@@ -103,6 +103,7 @@ pub const KEYS: &[Key] = &[
     Key { path: "input.echo_text", kind: Kind::Bool, default: "false", flag: None, doc: "copy the input text into results (`text`)" },
     Key { path: "model.path", kind: Kind::Path, default: "models/imdb-minilm", flag: Some("--model"), doc: "model directory (relative to the working directory)" },
     Key { path: "model.graph", kind: Kind::Str, default: "the manifest's `default_graph`", flag: Some("--graph"), doc: "graph file inside the model directory, e.g. `model.f16.onnx`" },
+    Key { path: "model.plans", kind: Kind::Int { min: 1, max: 64 }, default: "8", flag: None, doc: "most shape-specialised tract plans kept (one per 16-token length bucket in use); each holds its own packed int8 weights (~11 MB for MiniLM-L6), so fewer saves memory and costs a re-optimization (50–250 ms) when a text's length bucket is not cached" },
     Key { path: "pipeline.workers", kind: Kind::Int { min: 1, max: 256 }, default: "1", flag: Some("--workers"), doc: "inference threads, each with its own session" },
     Key { path: "pipeline.intra_op_threads", kind: Kind::Int { min: 0, max: 256 }, default: "0", flag: Some("--intra-op-threads"), doc: "threads per matrix product; 0 = cores / workers" },
     Key { path: "pipeline.max_batch", kind: Kind::Int { min: 1, max: 1024 }, default: "16", flag: Some("--max-batch"), doc: "most texts classified in one batch" },

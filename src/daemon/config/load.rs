@@ -148,6 +148,9 @@ pub struct Loaded {
     pub overrides: Vec<Override>,
     /// Things that work but are probably mistakes.
     pub warnings: Vec<String>,
+    /// Whether the file, the environment or a flag named a broker (`mqtt.server`); false
+    /// means the default `mqtt://localhost:1883`. `sentimqd demo` starts its own broker then.
+    pub server_is_set: bool,
 }
 
 /// Merges defaults < file < environment < flags into a [`Config`] and checks it.
@@ -217,6 +220,10 @@ pub fn load(sources: Sources) -> Result<Loaded, ConfigError> {
         });
     }
 
+    let server_is_set = table
+        .get("mqtt")
+        .and_then(toml::Value::as_table)
+        .is_some_and(|mqtt| mqtt.contains_key("server"));
     let mut config: Config =
         toml::Value::Table(table)
             .try_into()
@@ -236,6 +243,7 @@ pub fn load(sources: Sources) -> Result<Loaded, ConfigError> {
         file: sources.file,
         overrides,
         warnings,
+        server_is_set,
     })
 }
 

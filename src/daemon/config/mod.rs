@@ -121,6 +121,8 @@ pub struct ModelConfig {
     pub path: PathBuf,
     /// Graph file inside the directory; default the manifest's `default_graph`.
     pub graph: Option<String>,
+    /// Most shape-specialised plans kept (each holds packed weights).
+    pub plans: u64,
 }
 
 /// `[pipeline]`: batching, threads, queues and shutdown.
@@ -240,6 +242,7 @@ impl Default for ModelConfig {
         ModelConfig {
             path: PathBuf::from("models/imdb-minilm"),
             graph: None,
+            plans: 8,
         }
     }
 }

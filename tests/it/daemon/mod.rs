@@ -1,9 +1,11 @@
 //! `sentimqd` against a real mosquitto: the MQTT contract end to end, bad input, broker and
-//! daemon crashes, TLS; plus `sentimqd validate` and the README's tables.
+//! daemon crashes, TLS; plus `sentimqd validate`, `sentimqd demo` and the README's tables.
 
 mod bad_input;
 mod client;
 mod default_model;
+#[cfg(feature = "embedded-broker")]
+mod demo;
 mod docs;
 mod emulated;
 mod end_to_end;
