@@ -49,8 +49,6 @@ impl Default for DemoOptions {
 pub struct DemoReport {
     /// `Some(address)` when the demo started its own broker.
     pub embedded_broker: Option<SocketAddr>,
-    /// The daemon's retained `<base>/info` payload.
-    pub info: String,
     /// One entry per text, in order: the topic it was published to and the JSON reply (a
     /// result or an error reply), `None` if none came within the timeout.
     pub replies: Vec<(String, Option<String>)>,
@@ -155,7 +153,6 @@ async fn exchange(
     let error_topic = format!("{}/error", config.mqtt.base_topic);
     for filter in [
         topics.status.clone(),
-        topics.info.clone(),
         format!("{result_prefix}#"),
         error_topic.clone(),
     ] {
@@ -166,10 +163,8 @@ async fn exchange(
     }
     report.replies = inputs.iter().map(|t| (t.clone(), None)).collect();
 
-    let started = Instant::now();
-    let mut deadline = started + options.timeout;
+    let mut deadline = Instant::now() + options.timeout;
     let mut published = false;
-    let mut online = false;
     loop {
         if report.is_complete() && published {
             return Ok(());
@@ -180,7 +175,7 @@ async fn exchange(
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return if online {
+            return if published {
                 Ok(())
             } else {
                 Err(DemoError::NotOnline(options.timeout))
@@ -205,11 +200,8 @@ async fn exchange(
         };
         let topic = String::from_utf8_lossy(&publish.topic).into_owned();
         let payload = String::from_utf8_lossy(&publish.payload).into_owned();
-        if topic == topics.info {
-            report.info = payload;
-        } else if topic == topics.status {
+        if topic == topics.status {
             if payload == "online" && !published {
-                online = true;
                 for (topic, text) in inputs.iter().zip(&options.texts) {
                     client
                         .publish(topic.clone(), QoS::AtLeastOnce, false, text.clone())

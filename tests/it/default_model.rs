@@ -15,6 +15,16 @@ pub fn default_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models/imdb-minilm")
 }
 
+/// `sentimq build` of the default model from its committed adapter and `base` into `out`.
+pub fn rebuild(base: &Path, out: &Path) {
+    let shipped = ModelManifest::read(&default_model()).expect("model.json");
+    let mut options = BuildOptions::new(base.to_string_lossy(), out);
+    options.adapter = Some(default_model().join("adapter"));
+    options.truncation = shipped.truncation;
+    options.labels = shipped.labels;
+    export::build(&options).expect("rebuilding the default model");
+}
+
 #[test]
 fn default_model_is_complete_and_small() {
     let model = default_model();
@@ -70,14 +80,9 @@ fn rebuilding_from_the_adapter_reproduces_the_shipped_predictions() {
         return;
     };
     let shipped_dir = default_model();
-    let shipped_manifest = ModelManifest::read(&shipped_dir).expect("model.json");
     let out = tempfile::tempdir().unwrap();
     let rebuilt_dir = out.path().join("imdb-minilm");
-    let mut options = BuildOptions::new(base.to_string_lossy(), &rebuilt_dir);
-    options.adapter = Some(shipped_dir.join("adapter"));
-    options.truncation = shipped_manifest.truncation;
-    options.labels = shipped_manifest.labels.clone();
-    export::build(&options).expect("rebuilding the default model");
+    rebuild(&base, &rebuilt_dir);
 
     let shipped = Classifier::load(&shipped_dir, None).expect("shipped model");
     let rebuilt = Classifier::load(&rebuilt_dir, None).expect("rebuilt model");

@@ -42,16 +42,6 @@ fn model_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models/imdb-minilm")
 }
 
-/// Tolerance on the int8 scores of the daemon's end-to-end check between architectures:
-/// `$SENTIMQ_DEVICE_TOLERANCE` (set per target by `cross/targets.sh`), else 1e-3. (The 50-review
-/// check bounds differences by x86_64's own quantization error instead; see the module docs.)
-pub fn tolerance() -> f32 {
-    std::env::var("SENTIMQ_DEVICE_TOLERANCE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1e-3)
-}
-
 #[derive(Serialize, Deserialize)]
 struct Reference {
     /// `(golden-bert.json model name, hidden-state graph file in the reference dir)`.
@@ -264,7 +254,8 @@ fn writes_reference_for_device_runs() {
     let model = model_dir();
     let (labels, probabilities) = classify_all(&model, &texts);
     let rebuilt = tempfile::tempdir().expect("temp dir");
-    let f32_model = rebuild_default_model(&minilm, rebuilt.path());
+    let f32_model = rebuilt.path().join("imdb-minilm");
+    crate::default_model::rebuild(&minilm, &f32_model);
     let (_, f32_probabilities) = classify_all_with(&f32_model, Some("model.onnx"), &texts);
     let reference = Reference {
         hidden_state_graphs,
@@ -277,22 +268,6 @@ fn writes_reference_for_device_runs() {
     };
     let json = serde_json::to_vec(&reference).expect("reference serializes");
     std::fs::write(dir.join("reference.json"), json).expect("writing reference.json");
-}
-
-/// The default model rebuilt from its committed adapter into `out` (for its f32 graph).
-#[cfg(feature = "workstation")]
-fn rebuild_default_model(base: &Path, out: &Path) -> PathBuf {
-    use sentimq::export::{self, BuildOptions};
-    use sentimq::manifest::ModelManifest;
-
-    let shipped = model_dir();
-    let manifest = ModelManifest::read(&shipped).expect("model.json");
-    let mut options = BuildOptions::new(base.to_string_lossy(), out);
-    options.adapter = Some(shipped.join("adapter"));
-    options.truncation = manifest.truncation;
-    options.labels = manifest.labels;
-    export::build(&options).expect("rebuilding the default model");
-    out.to_path_buf()
 }
 
 #[cfg(not(feature = "workstation"))]

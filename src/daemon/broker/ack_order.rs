@@ -22,9 +22,9 @@ impl AckOrder {
         self.inputs.push_back((pkid, false));
     }
 
-    /// The input's reply is with the broker: appends to `release` the packet ids that may now
+    /// The input's reply is with the broker: calls `release` with each packet id that may now
     /// be acknowledged, in arrival order (none while an older input is still in work).
-    pub fn completed(&mut self, pkid: u16, release: &mut impl Extend<u16>) {
+    pub fn completed(&mut self, pkid: u16, mut release: impl FnMut(u16)) {
         if let Some(entry) = self
             .inputs
             .iter_mut()
@@ -34,7 +34,7 @@ impl AckOrder {
         }
         while let Some(&(id, true)) = self.inputs.front() {
             self.inputs.pop_front();
-            release.extend([id]);
+            release(id);
         }
     }
 
@@ -61,7 +61,7 @@ mod tests {
 
     fn complete(order: &mut AckOrder, pkid: u16) -> Vec<u16> {
         let mut released = Vec::new();
-        order.completed(pkid, &mut released);
+        order.completed(pkid, |id| released.push(id));
         released
     }
 

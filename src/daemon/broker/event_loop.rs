@@ -283,11 +283,10 @@ impl EventLoopTask {
         if let Some(Completion::Input(ack)) = completion {
             if ack.epoch == state.epoch && state.is_connected {
                 let epoch = state.epoch;
-                let mut released = Vec::new();
-                state.ack_order.completed(ack.pkid, &mut released);
-                state
-                    .acks
-                    .extend(released.into_iter().map(|pkid| InputAck { epoch, pkid }));
+                let acks = &mut state.acks;
+                state.ack_order.completed(ack.pkid, |pkid| {
+                    acks.push_back(InputAck { epoch, pkid });
+                });
                 self.link
                     .ack_backlog
                     .store(state.acks.len(), Ordering::Relaxed);
