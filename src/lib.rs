@@ -19,8 +19,11 @@ pub mod daemon;
 #[cfg(feature = "workstation")]
 pub mod data;
 pub mod engine;
+pub mod error_text;
 #[cfg(feature = "workstation")]
 pub mod export;
+#[cfg(feature = "workstation")]
+mod hub;
 pub mod manifest;
 pub mod metrics;
 pub mod rng;

@@ -79,7 +79,7 @@ fn run(flags: &Flags) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let code = if error.is_config() { EX_CONFIG } else { 1 };
-            eprintln!("error: {:#}", anyhow::Error::from(error));
+            eprintln!("error: {}", sentimq::error_text::describe(&error));
             ExitCode::from(code)
         }
     }
@@ -118,7 +118,7 @@ fn demo(args: DemoArgs) -> ExitCode {
     let loaded = match config::load(Sources::from_process(&args.flags)) {
         Ok(loaded) => loaded,
         Err(error) => {
-            eprintln!("error: {:#}", anyhow::Error::from(error));
+            eprintln!("error: {}", sentimq::error_text::describe(&error));
             return ExitCode::from(EX_CONFIG);
         }
     };
@@ -147,7 +147,7 @@ fn demo(args: DemoArgs) -> ExitCode {
                 DemoError::Daemon(e) if e.is_config() => EX_CONFIG,
                 _ => 1,
             };
-            eprintln!("error: {:#}", anyhow::Error::from(error));
+            eprintln!("error: {}", sentimq::error_text::describe(&error));
             ExitCode::from(code)
         }
     }

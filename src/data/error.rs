@@ -30,7 +30,7 @@ pub enum Error {
 
     /// The file name does not end in a known extension.
     #[error(
-        "{}: unknown dataset format (expected an aclImdb directory, .tar.gz, .tgz, .csv or .jsonl)",
+        "{}: unknown dataset format (expected an aclImdb directory, .tar.gz, .tgz, .parquet, .csv or .jsonl)",
         .path.display()
     )]
     UnknownFormat {
@@ -38,15 +38,15 @@ pub enum Error {
         path: PathBuf,
     },
 
-    /// Parquet files are not read directly; convert them to JSON Lines first.
-    #[error(
-        "{}: parquet is not supported; convert it to JSON Lines first, e.g. \
-         python -c \"import pandas as pd; pd.read_parquet('x.parquet').to_json('x.jsonl', orient='records', lines=True)\"",
-        .path.display()
-    )]
-    ParquetUnsupported {
+    /// A parquet file could not be read: not parquet, corrupt, or compressed with a codec this
+    /// build lacks (brotli).
+    #[error("{}: cannot read parquet: {source}", .path.display())]
+    Parquet {
         /// The parquet file.
         path: PathBuf,
+        /// The error reported by the parquet reader.
+        #[source]
+        source: Box<parquet::errors::ParquetError>,
     },
 
     /// A directory that holds neither `train/` nor `test/` (nor `aclImdb/`).
@@ -111,7 +111,7 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// The text or label column (CSV header) or field (JSON object) is missing.
+    /// The text or label column (CSV header, parquet schema) or field (JSON object) is missing.
     #[error(
         "{}{}: missing {field} field (expected one of: {})",
         .path.display(),
@@ -119,20 +119,20 @@ pub enum Error {
         accepted_names(.field)
     )]
     MissingField {
-        /// The CSV or JSON Lines file.
+        /// The CSV, JSON Lines or parquet file.
         path: PathBuf,
-        /// The line of the record lacking the field; `None` for a CSV header.
+        /// The line (row) of the record lacking the field; `None` for a header or schema.
         line: Option<u64>,
         /// Which field is missing: `"text"` or `"label"`.
         field: &'static str,
     },
 
-    /// The text field of a JSON object is not a string.
+    /// The text field of a JSON object (parquet row) is not a string.
     #[error("{}:{line}: field `{field}` is not a string", .path.display())]
     NotText {
-        /// The JSON Lines file.
+        /// The JSON Lines or parquet file.
         path: PathBuf,
-        /// The line of the record (1-based).
+        /// The line (row) of the record (1-based).
         line: u64,
         /// The name of the field as it appears in the file.
         field: String,
@@ -144,9 +144,9 @@ pub enum Error {
         .path.display()
     )]
     BadLabel {
-        /// The CSV or JSON Lines file.
+        /// The CSV, JSON Lines or parquet file.
         path: PathBuf,
-        /// The line of the record (1-based).
+        /// The line (row) of the record (1-based).
         line: u64,
         /// The label as found in the file.
         found: String,
@@ -176,12 +176,61 @@ pub enum Error {
         label: u8,
     },
 
+    /// The Hub could not be reached (and the cache lacks the files), or lacks the dataset.
+    #[error(
+        "cannot download dataset \"{id}\" from the Hugging Face Hub ({source}): pass a local copy \
+         with --data (an aclImdb directory, aclImdb_v1.tar.gz, .parquet, .csv or .jsonl)"
+    )]
+    HubUnavailable {
+        /// The dataset's repository id.
+        id: String,
+        /// What hf-hub reported.
+        #[source]
+        source: Box<hf_hub::api::sync::ApiError>,
+    },
+
+    /// `HF_HUB_OFFLINE` is set and the cache lacks the split.
+    #[error(
+        "HF_HUB_OFFLINE is set and the Hugging Face cache has no {split} parquet files of \"{id}\": \
+         download them once online, or pass a local copy with --data"
+    )]
+    HubOffline {
+        /// The dataset's repository id.
+        id: String,
+        /// The split asked for.
+        split: Split,
+    },
+
+    /// The dataset repository has no parquet files for the split.
+    #[error(
+        "dataset \"{id}\" on the Hugging Face Hub has no {split} split in parquet \
+         (<split>-*.parquet, <split>.parquet or <split>/*.parquet){}",
+        listed(.parquet)
+    )]
+    HubNoSplit {
+        /// The dataset's repository id.
+        id: String,
+        /// The split asked for.
+        split: Split,
+        /// The parquet files the repository has.
+        parquet: Vec<String>,
+    },
+
     /// A split name other than `train` or `test`.
     #[error("unknown split {found:?} (expected \"train\" or \"test\")")]
     UnknownSplit {
         /// The name that was given.
         found: String,
     },
+}
+
+/// `"; it has: a, b"`, or `"; it has none"`.
+fn listed(files: &[String]) -> String {
+    if files.is_empty() {
+        "; it has none".to_string()
+    } else {
+        format!("; it has: {}", files.join(", "))
+    }
 }
 
 /// `":17"` for `Some(17)`, nothing for `None`.

@@ -7,12 +7,13 @@
 //!   or the same below `<path>/aclImdb/`;
 //! * the original archive `aclImdb_v1.tar.gz` (or any `.tar.gz` / `.tgz` in that layout), streamed
 //!   in one pass without extracting it;
-//! * a `.csv` file with a header row, or a `.jsonl` file with one object per line, each with a
-//!   text field (`text`, `review` or `sentence`) and a label field (`label` or `sentiment`).
+//! * a `.parquet` file, a `.csv` file with a header row, or a `.jsonl` file with one object per
+//!   line, each with a text field (`text`, `review` or `sentence`) and a label field (`label` or
+//!   `sentiment`).
 //!
-//! Parquet is not read: [`load`] answers [`Error::ParquetUnsupported`], whose message gives the
-//! one-line conversion to JSON Lines,
-//! `python -c "import pandas as pd; pd.read_parquet('x.parquet').to_json('x.jsonl', orient='records', lines=True)"`.
+//! * `imdb` or `hf:<owner/name>[@revision]` (when no such path exists): a dataset on the Hugging
+//!   Face Hub, `imdb` being `stanfordnlp/imdb`, whose split's parquet files are downloaded once
+//!   into the Hugging Face cache (see [`IMDB`] and the `hub` module).
 //!
 //! Texts come back raw; [`clean_text`] removes the HTML line breaks of the IMDB reviews.
 //! [`shuffle`], [`take_balanced`] and [`train_validation_split`] are deterministic given a seed.
@@ -26,12 +27,15 @@ use std::str::FromStr;
 mod error;
 #[cfg(test)]
 mod fixtures;
+mod hub;
 mod imdb;
+mod parquet;
 mod sample;
 mod table;
 mod text;
 
 pub use error::Error;
+pub use hub::IMDB;
 pub use sample::{shuffle, take_balanced, train_validation_split};
 pub use text::clean_text;
 
@@ -85,7 +89,8 @@ pub struct Example {
     /// 0 = negative, 1 = positive.
     pub label: u8,
     /// Where the example comes from: `"train/pos/123_9.txt"` for aclImdb data,
-    /// `"<file name>:<line>"` (e.g. `"reviews.csv:17"`) for CSV and JSON Lines.
+    /// `"<file name>:<line>"` (e.g. `"reviews.csv:17"`) for CSV and JSON Lines, and
+    /// `"<file name>:<row>"` (from 1) for parquet.
     pub source: String,
 }
 
@@ -120,17 +125,25 @@ impl Format {
 /// The format is detected from the path (see the [module documentation](self)). For
 /// aclImdb data the label comes from the folder (`pos` = 1, `neg` = 0), and the
 /// examples are ordered negatives first, then positives, each by numeric review
-/// id. A single CSV or JSON Lines file holds one split only: `split` is then
-/// ignored (except in error messages) and the rows keep the file's order.
+/// id. A single parquet, CSV or JSON Lines file holds one split only: `split` is then
+/// ignored (except in error messages) and the rows keep the file's order. A Hub dataset
+/// (`imdb`, `hf:<owner/name>`) gives the split's parquet files in name order.
 ///
 /// # Errors
 ///
-/// Fails when the path is missing or has an unknown extension, on parquet files
-/// ([`Error::ParquetUnsupported`], with a conversion hint), on unreadable or
-/// malformed data (see [`Error`]), when the split holds no examples
+/// Fails when the path is missing or has an unknown extension, on unreadable or
+/// malformed data (see [`Error`]), when a Hub dataset can neither be downloaded nor found in
+/// the cache ([`Error::HubUnavailable`], [`Error::HubOffline`], [`Error::HubNoSplit`]), when the split holds no examples
 /// ([`Error::EmptySplit`]) and when it lacks one of the two classes
 /// ([`Error::MissingClass`]).
 pub fn load(path: &Path, split: Split) -> Result<Vec<Example>, Error> {
+    if !path.exists() {
+        if let Some(dataset) = path.to_str().and_then(hub::HubDataset::parse) {
+            let examples = dataset.load(split)?;
+            check_both_classes(path, split, &examples)?;
+            return Ok(examples);
+        }
+    }
     let metadata = fs::metadata(path).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => Error::NotFound {
             path: path.to_owned(),
@@ -147,11 +160,7 @@ pub fn load(path: &Path, split: Split) -> Result<Vec<Example>, Error> {
             Some(Format::TarGz) => imdb::load_archive(path, split)?,
             Some(Format::Csv) => table::load_csv(path)?,
             Some(Format::JsonLines) => table::load_jsonl(path)?,
-            Some(Format::Parquet) => {
-                return Err(Error::ParquetUnsupported {
-                    path: path.to_owned(),
-                })
-            }
+            Some(Format::Parquet) => parquet::load_parquet(path)?,
             None => {
                 return Err(Error::UnknownFormat {
                     path: path.to_owned(),
@@ -226,23 +235,5 @@ mod tests {
         write_file(&path, b"text,label\nfine,1\n");
         let error = load(&path, Split::Train).expect_err("unknown format");
         assert!(matches!(error, Error::UnknownFormat { .. }), "{error:?}");
-    }
-
-    #[test]
-    fn parquet_is_refused_with_a_conversion_hint() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("train.parquet");
-        write_file(&path, b"PAR1");
-        let error = load(&path, Split::Train).expect_err("parquet");
-        assert!(
-            matches!(error, Error::ParquetUnsupported { .. }),
-            "{error:?}"
-        );
-        let message = error.to_string();
-        assert!(
-            message.contains("pd.read_parquet('x.parquet')"),
-            "{message}"
-        );
-        assert!(message.contains("lines=True"), "{message}");
     }
 }

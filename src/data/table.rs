@@ -160,7 +160,7 @@ fn json_example(
 }
 
 /// Parses `0`/`1`/`neg`/`pos`/`negative`/`positive` (any case, surrounding whitespace ignored).
-fn parse_label(raw: &str) -> Option<u8> {
+pub(super) fn parse_label(raw: &str) -> Option<u8> {
     let raw = raw.trim();
     let is = |names: [&str; 3]| names.iter().any(|name| raw.eq_ignore_ascii_case(name));
     if is(["0", "neg", "negative"]) {
@@ -173,7 +173,7 @@ fn parse_label(raw: &str) -> Option<u8> {
 }
 
 /// Whether a CSV header or JSON key is `name`, ignoring ASCII case, whitespace and a BOM.
-fn is_named(key: &str, name: &str) -> bool {
+pub(super) fn is_named(key: &str, name: &str) -> bool {
     key.strip_prefix(BOM)
         .unwrap_or(key)
         .trim()
@@ -189,7 +189,7 @@ fn open(path: &Path) -> Result<File, Error> {
 }
 
 /// The file name used in [`Example::source`].
-fn file_name(path: &Path) -> String {
+pub(super) fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(
         || path.display().to_string(),
         |name| name.to_string_lossy().into_owned(),

@@ -21,7 +21,8 @@ pub const DEFAULT_FULL_LR: f64 = 3e-5;
 pub struct TrainConfig {
     /// Base checkpoint: a local directory or a Hugging Face id.
     pub base: String,
-    /// Labelled data: aclImdb directory or archive, `.csv`, `.jsonl`.
+    /// Labelled data: aclImdb directory or archive, `.parquet`, `.csv`, `.jsonl`, or a Hub
+    /// dataset (`imdb`, `hf:<owner/name>`).
     pub data: PathBuf,
     /// `cpu`, `cuda[:N]` or `metal[:N]`.
     pub device: DeviceSpec,

@@ -8,6 +8,8 @@ mod build;
 #[cfg(feature = "workstation")]
 mod daemon;
 #[cfg(feature = "workstation")]
+mod datasets;
+#[cfg(feature = "workstation")]
 mod default_model;
 mod device;
 mod golden;

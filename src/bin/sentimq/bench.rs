@@ -36,8 +36,8 @@ pub struct Args {
     /// With --mqtt: the mosquitto binary to start.
     #[arg(long, requires = "mqtt", default_value = "mosquitto")]
     mosquitto: PathBuf,
-    /// With --mqtt: texts to send, from an aclImdb directory/.tar.gz or .csv/.jsonl (test
-    /// split); default: built-in sample reviews.
+    /// With --mqtt: texts to send, from an aclImdb directory/.tar.gz, .parquet/.csv/.jsonl
+    /// or `imdb` (test split); default: built-in sample reviews.
     #[arg(long, requires = "mqtt")]
     data: Option<PathBuf>,
     /// With --mqtt: messages in the throughput run.

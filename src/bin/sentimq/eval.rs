@@ -20,7 +20,8 @@ pub struct Args {
     /// Graph file inside the model directory (default: the one model.json names).
     #[arg(long)]
     graph: Option<String>,
-    /// Labelled data: an aclImdb directory or .tar.gz, or a .csv/.jsonl file.
+    /// Labelled data: an aclImdb directory or .tar.gz, a .parquet/.csv/.jsonl file, or `imdb`
+    /// (stanfordnlp/imdb from the Hugging Face Hub, cached) or `hf:<owner/name>`.
     #[arg(long)]
     data: PathBuf,
     /// Split of an aclImdb dataset.

@@ -13,7 +13,8 @@ pub struct Args {
     #[arg(long)]
     base: String,
     /// Labelled reviews: an aclImdb directory or .tar.gz (train split; test split only for
-    /// --eval-test), or a .csv/.jsonl file with text and label (0/1) fields.
+    /// --eval-test), a .parquet/.csv/.jsonl file with text and label (0/1) fields, or `imdb`
+    /// (stanfordnlp/imdb from the Hugging Face Hub, cached) or `hf:<owner/name>`.
     #[arg(long)]
     data: PathBuf,
     /// Device: cpu, cuda[:N] (build with --features cuda) or metal[:N].
