@@ -89,7 +89,16 @@ pub fn classifier_graph(
     let mask_bias = emitter.mask_bias("attention_mask");
     let mut hidden = emitter.embeddings("input_ids")?;
     for layer in 0..config.num_hidden_layers {
-        hidden = emitter.layer(&hidden, &mask_bias, layer)?;
+        // Only `[CLS]` reaches the head: without hidden-state outputs, the last layer computes
+        // its row alone (keys and values still come from every token). Per-token activation
+        // scales make that row bit-identical to the full layer's.
+        let last = layer + 1 == config.num_hidden_layers;
+        let rows = if last && !options.with_hidden_states {
+            Rows::ClsOnly
+        } else {
+            Rows::All
+        };
+        hidden = emitter.layer(&hidden, &mask_bias, layer, rows)?;
     }
     let (pooled, logits) = emitter.head(&hidden)?;
     let probabilities = emitter.graph.op_named(
@@ -135,6 +144,15 @@ fn missing(name: &str) -> Error {
     Error::MissingWeight {
         name: name.to_string(),
     }
+}
+
+/// Which rows (tokens) of a layer's output the graph computes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    /// Every token: `(batch, sequence, hidden)`.
+    All,
+    /// `[CLS]` only: `(batch, 1, hidden)`.
+    ClsOnly,
 }
 
 struct Emitter<'a> {
@@ -323,11 +341,26 @@ impl<'a> Emitter<'a> {
         Ok(self.linear(x, prefix, &w, out, inp, &b))
     }
 
-    fn layer(&mut self, x: &str, mask_bias: &str, layer: usize) -> Result<String, Error> {
+    fn layer(
+        &mut self,
+        x: &str,
+        mask_bias: &str,
+        layer: usize,
+        rows: Rows,
+    ) -> Result<String, Error> {
         let p = format!("encoder.layer.{layer}");
-        let context = self.self_attention(x, mask_bias, &p)?;
+        let queries = match rows {
+            Rows::All => x.to_string(),
+            Rows::ClsOnly => {
+                let zero = self.graph.i64_tensor(&format!("{p}.cls_start"), &[1], &[0]);
+                let one = self.graph.i64_tensor(&format!("{p}.cls_end"), &[1], &[1]);
+                let axis = self.graph.i64_tensor(&format!("{p}.cls_axis"), &[1], &[1]);
+                self.graph.op("Slice", &[x, &zero, &one, &axis], vec![])
+            }
+        };
+        let context = self.self_attention(x, &queries, rows, mask_bias, &p)?;
         let attn_out = self.linear_named(&context, &format!("{p}.attention.output.dense"))?;
-        let residual = self.graph.op("Add", &[&attn_out, x], vec![]);
+        let residual = self.graph.op("Add", &[&attn_out, &queries], vec![]);
         let attn = self.layer_norm(&residual, &format!("{p}.attention.output.LayerNorm"))?;
         let inter = self.linear_named(&attn, &format!("{p}.intermediate.dense"))?;
         let (activated, out_factor) = self.activation(&inter)?;
@@ -374,56 +407,73 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    /// Multi-head self-attention up to (not including) the output projection:
-    /// `(batch, sequence, hidden)` → `(batch, sequence, hidden)`.
-    fn self_attention(&mut self, x: &str, mask_bias: &str, p: &str) -> Result<String, Error> {
+    /// Multi-head self-attention up to (not including) the output projection: keys and values
+    /// from every token of `x`, queries from `queries` (`x` itself, or its `[CLS]` row):
+    /// `(batch, rows, hidden)`.
+    fn self_attention(
+        &mut self,
+        x: &str,
+        queries: &str,
+        rows: Rows,
+        mask_bias: &str,
+        p: &str,
+    ) -> Result<String, Error> {
         let (h, heads, d) = (
             self.config.hidden_size,
             self.config.num_attention_heads,
             self.config.head_dim(),
         );
         let scale = 1.0 / (d as f32).sqrt();
-        let mut weight = Vec::with_capacity(3 * h * h);
-        let mut bias = Vec::with_capacity(3 * h);
-        for (part, factor) in [("query", scale), ("key", 1.0), ("value", 1.0)] {
+        // One fused projection where queries, keys and values read the same rows; otherwise
+        // the query projection alone on the query rows and a fused one for keys and values.
+        let parts: &[(&str, f32)] = match rows {
+            Rows::All => &[("query", scale), ("key", 1.0), ("value", 1.0)],
+            Rows::ClsOnly => &[("key", 1.0), ("value", 1.0)],
+        };
+        let mut weight = Vec::with_capacity(parts.len() * h * h);
+        let mut bias = Vec::with_capacity(parts.len() * h);
+        for (part, factor) in parts {
             let w = self.tensor(&format!("{p}.attention.self.{part}.weight"))?;
             let b = self.tensor(&format!("{p}.attention.self.{part}.bias"))?;
             weight.extend(w.data.iter().map(|v| v * factor));
             bias.extend(b.data.iter().map(|v| v * factor));
         }
-        let qkv = self.linear(
-            x,
-            &format!("{p}.attention.self.qkv"),
-            &weight,
-            3 * h,
-            h,
-            &bias,
+        let fused_name = match rows {
+            Rows::All => format!("{p}.attention.self.qkv"),
+            Rows::ClsOnly => format!("{p}.attention.self.kv"),
+        };
+        let fused = self.linear(x, &fused_name, &weight, parts.len() * h, h, &bias);
+        let fused = self.split_heads(&fused, parts.len() * heads, d, &format!("{p}.heads"));
+        let mut split = self.graph.op_n(
+            "Split",
+            &[&fused],
+            vec![("axis", Attr::Int(1))],
+            parts.len(),
         );
-        let split_shape = self.graph.i64_tensor(
-            &format!("{p}.qkv_shape"),
-            &[4],
-            &[0, 0, 3 * heads as i64, d as i64],
-        );
-        let qkv = self.graph.op("Reshape", &[&qkv, &split_shape], vec![]);
-        let qkv = self.graph.op(
-            "Transpose",
-            &[&qkv],
-            vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))],
-        );
-        let parts = self
-            .graph
-            .op_n("Split", &[&qkv], vec![("axis", Attr::Int(1))], 3);
+        let (query, key, value) = match rows {
+            Rows::All => (split.remove(0), split.remove(0), split.remove(0)),
+            Rows::ClsOnly => {
+                let w = self.tensor(&format!("{p}.attention.self.query.weight"))?;
+                let b = self.tensor(&format!("{p}.attention.self.query.bias"))?;
+                let w: Vec<f32> = w.data.iter().map(|v| v * scale).collect();
+                let b: Vec<f32> = b.data.iter().map(|v| v * scale).collect();
+                let name = format!("{p}.attention.self.query");
+                let query = self.linear(queries, &name, &w, h, h, &b);
+                let query = self.split_heads(&query, heads, d, &format!("{p}.query_heads"));
+                (query, split.remove(0), split.remove(0))
+            }
+        };
         let key_t = self.graph.op(
             "Transpose",
-            &[&parts[1]],
+            &[&key],
             vec![("perm", Attr::Ints(vec![0, 1, 3, 2]))],
         );
-        let scores = self.graph.op("MatMul", &[&parts[0], &key_t], vec![]);
+        let scores = self.graph.op("MatMul", &[&query, &key_t], vec![]);
         let scores = self.graph.op("Add", &[&scores, mask_bias], vec![]);
         let probs = self
             .graph
             .op("Softmax", &[&scores], vec![("axis", Attr::Int(-1))]);
-        let context = self.graph.op("MatMul", &[&probs, &parts[2]], vec![]);
+        let context = self.graph.op("MatMul", &[&probs, &value], vec![]);
         let context = self.graph.op(
             "Transpose",
             &[&context],
@@ -433,6 +483,19 @@ impl<'a> Emitter<'a> {
             .graph
             .i64_tensor(&format!("{p}.context_shape"), &[3], &[0, 0, h as i64]);
         Ok(self.graph.op("Reshape", &[&context, &merged], vec![]))
+    }
+
+    /// `(batch, rows, n·d)` → `(batch, n, rows, d)`.
+    fn split_heads(&mut self, x: &str, n: usize, d: usize, name: &str) -> String {
+        let shape = self
+            .graph
+            .i64_tensor(name, &[4], &[0, 0, n as i64, d as i64]);
+        let x = self.graph.op("Reshape", &[x, &shape], vec![]);
+        self.graph.op(
+            "Transpose",
+            &[&x],
+            vec![("perm", Attr::Ints(vec![0, 2, 1, 3]))],
+        )
     }
 
     /// Pooler (tanh on `[CLS]`) and classifier: returns (pooled, logits); logits are f32.
