@@ -269,17 +269,22 @@ mod tests {
         }
     }
 
+    /// A client of a hub that refuses at once: port 9 (discard) on loopback, so tests fail fast
+    /// and offline.
+    fn unreachable_hub(cache: &Cache) -> Api {
+        ApiBuilder::from_cache(cache.clone())
+            .with_endpoint("http://127.0.0.1:9".to_string())
+            .with_progress(false)
+            .build()
+            .expect("client")
+    }
+
     #[test]
     fn cached_files_serve_when_the_hub_is_unreachable() {
         let cache = tempfile::tempdir().expect("temp dir");
         cached_imdb(cache.path());
         let cache = Cache::new(cache.path().to_path_buf());
-        // Port 9 (discard) on loopback refuses at once, so this fails fast and offline.
-        let api = ApiBuilder::from_cache(cache.clone())
-            .with_endpoint("http://127.0.0.1:9".to_string())
-            .with_progress(false)
-            .build()
-            .expect("client");
+        let api = unreachable_hub(&cache);
         let imdb = HubDataset::parse("imdb").expect("spec");
         let files = imdb
             .download(&api, &cache, Split::Test)
@@ -297,11 +302,7 @@ mod tests {
     fn unreachable_hub_without_a_cache_says_to_pass_a_local_copy() {
         let cache = tempfile::tempdir().expect("temp dir");
         let cache = Cache::new(cache.path().to_path_buf());
-        let api = ApiBuilder::from_cache(cache.clone())
-            .with_endpoint("http://127.0.0.1:9".to_string())
-            .with_progress(false)
-            .build()
-            .expect("client");
+        let api = unreachable_hub(&cache);
         let imdb = HubDataset::parse("imdb").expect("spec");
         let error = imdb
             .download(&api, &cache, Split::Train)

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use sentimq::data::{self, Example, Split};
 
-use crate::util::{minilm_random_model, sentimq, shared};
+use crate::util::{minilm_random_model, shared};
 
 /// 100 negative and 100 positive test reviews from the archive, in its order.
 fn imdb_sample(archive: &Path) -> Vec<Example> {
@@ -46,6 +46,31 @@ fn write_parquet_with_pyarrow(jsonl: &Path, parquet: &Path, compression: &str) {
         "write_parquet.py failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The JSON report of `sentimq eval --data <data> --limit <limit>` on `model`, run with `env`
+/// (the Hugging Face variables are cleared unless `env` sets them).
+fn eval_report(model: &Path, data: &str, limit: usize, env: &[(&str, &str)]) -> serde_json::Value {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sentimq"));
+    command
+        .args(["eval", "--model", &model.to_string_lossy(), "--data", data])
+        .args(["--limit", &limit.to_string(), "--json"])
+        .env_remove("HF_HOME")
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_ENDPOINT")
+        .envs(env.iter().copied());
+    let output = command.output().expect("running sentimq");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    serde_json::from_slice(&output.stdout).expect("JSON report")
+}
+
+/// The sample in `dir` as `test.jsonl` and as `test.parquet` (pyarrow, snappy).
+fn sample_files(archive: &Path, dir: &Path) -> (PathBuf, PathBuf) {
+    let (jsonl, parquet) = (dir.join("test.jsonl"), dir.join("test.parquet"));
+    write_jsonl(&jsonl, &imdb_sample(archive));
+    write_parquet_with_pyarrow(&jsonl, &parquet, "snappy");
+    (jsonl, parquet)
 }
 
 #[test]
@@ -84,32 +109,8 @@ fn eval_scores_parquet_and_jsonl_alike() {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let (jsonl, parquet) = (
-        dir.path().join("test.jsonl"),
-        dir.path().join("test.parquet"),
-    );
-    write_jsonl(&jsonl, &imdb_sample(&archive));
-    write_parquet_with_pyarrow(&jsonl, &parquet, "snappy");
-    let report = |data: &Path| {
-        let args = [
-            "eval",
-            "--model",
-            &model.to_string_lossy(),
-            "--data",
-            &data.to_string_lossy(),
-            "--limit",
-            "24",
-            "--json",
-        ];
-        let (ok, stdout, stderr) = sentimq(&args, None);
-        assert!(ok, "{stderr}");
-        let mut report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
-        // Everything but the timing and the path must match.
-        for key in ["seconds", "texts_per_second", "data"] {
-            report.as_object_mut().expect("object").remove(key);
-        }
-        report
-    };
+    let (jsonl, parquet) = sample_files(&archive, dir.path());
+    let report = |data: &Path| eval_report(model, &data.to_string_lossy(), 24, &[]);
     let from_parquet = report(&parquet);
     assert_eq!(from_parquet["examples"], 24);
     assert_eq!(from_parquet, report(&jsonl));
@@ -253,11 +254,7 @@ fn imdb_from_the_hub_is_downloaded_once_then_served_offline() {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let jsonl = dir.path().join("test.jsonl");
-    let sample = imdb_sample(&archive);
-    write_jsonl(&jsonl, &sample);
-    let parquet = dir.path().join("test.parquet");
-    write_parquet_with_pyarrow(&jsonl, &parquet, "snappy");
+    let (_, parquet) = sample_files(&archive, dir.path());
     // The repository as stanfordnlp/imdb lays it out; only the test split is fetched.
     let files = [
         "README.md",
@@ -270,31 +267,14 @@ fn imdb_from_the_hub_is_downloaded_once_then_served_offline() {
     .collect();
     let hub = LoopbackHub::start(data::IMDB, files);
     let home = dir.path().join("hf-home");
+    let home_var = home.to_string_lossy();
     let eval = |env: &[(&str, &str)]| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sentimq"));
-        command
-            .args([
-                "eval",
-                "--model",
-                &model.to_string_lossy(),
-                "--data",
-                "imdb",
-                "--limit",
-                "8",
-                "--json",
-            ])
-            .env("HF_HOME", &home)
-            .env_remove("HF_HUB_OFFLINE")
-            .env_remove("HF_ENDPOINT");
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let output = command.output().expect("running sentimq");
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert!(output.status.success(), "{stderr}");
-        let report: serde_json::Value =
-            serde_json::from_slice(&output.stdout).expect("JSON report");
-        report
+        eval_report(
+            model,
+            "imdb",
+            8,
+            &[&[("HF_HOME", &*home_var)], env].concat(),
+        )
     };
     let online = eval(&[("HF_ENDPOINT", &hub.endpoint)]);
     assert_eq!(online["examples"], 8);
