@@ -133,8 +133,8 @@ impl Format {
 ///
 /// Fails when the path is missing or has an unknown extension, on unreadable or
 /// malformed data (see [`Error`]), when a Hub dataset can neither be downloaded nor found in
-/// the cache ([`Error::HubUnavailable`], [`Error::HubOffline`], [`Error::HubNoSplit`]), when the split holds no examples
-/// ([`Error::EmptySplit`]) and when it lacks one of the two classes
+/// the cache ([`Error::HubUnavailable`], [`Error::HubOffline`], [`Error::HubNoSplit`]), when
+/// the split holds no examples ([`Error::EmptySplit`]) and when it lacks one of the two classes
 /// ([`Error::MissingClass`]).
 pub fn load(path: &Path, split: Split) -> Result<Vec<Example>, Error> {
     if !path.exists() {

@@ -3,10 +3,9 @@
 //!
 //! The text and label columns are found by name as in CSV files (see [`super::table`]); only
 //! those two columns are decoded. Text columns are UTF-8 strings; labels are integers (0/1),
-//! booleans, or strings spelled as in CSV files. Compression: snappy (pyarrow's default), gzip,
-//! LZ4 or none; other codecs (zstd, brotli) are refused with the codec named.
+//! booleans, or strings spelled as in CSV files. Compression: snappy (pyarrow's default), zstd
+//! (polars' default), gzip, LZ4 or none; brotli is refused with the codec named.
 
-use std::fs::File;
 use std::path::Path;
 
 use parquet::errors::ParquetError;
@@ -14,16 +13,13 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 use parquet::schema::types::Type;
 
-use super::table::{file_name, is_named, parse_label, LABEL_FIELDS, TEXT_FIELDS};
+use super::table::{file_name, is_named, open, parse_label, LABEL_FIELDS, TEXT_FIELDS};
 use super::{Error, Example};
 
 /// Loads every row of a parquet file.
 pub(super) fn load_parquet(path: &Path) -> Result<Vec<Example>, Error> {
-    let file = File::open(path).map_err(|source| Error::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    let reader = SerializedFileReader::new(file).map_err(|source| parquet_error(path, source))?;
+    let reader =
+        SerializedFileReader::new(open(path)?).map_err(|source| parquet_error(path, source))?;
     let schema = reader.metadata().file_metadata().schema();
     let columns = schema.get_fields();
     let column = |names: &[&str], field| {

@@ -181,7 +181,7 @@ pub(super) fn is_named(key: &str, name: &str) -> bool {
 }
 
 /// Opens `path` for reading.
-fn open(path: &Path) -> Result<File, Error> {
+pub(super) fn open(path: &Path) -> Result<File, Error> {
     File::open(path).map_err(|source| Error::Io {
         path: path.to_owned(),
         source,
