@@ -5,12 +5,12 @@
 #   cross/build.sh armv7-unknown-linux-gnueabihf test --no-default-features --test it device::
 #
 # Targets: aarch64-unknown-linux-gnu (Pi 3/4/5, 64-bit OS), armv7-unknown-linux-gnueabihf
-# (Pi 2/3/Zero 2, 32-bit OS). rustup cannot add targets here, so the standard library is built
-# from source: Debian's rustc-web (/usr/bin/rustc) with rust-web-src and
-# `RUSTC_BOOTSTRAP=1 cargo -Zbuild-std`. The GNU cross gcc links; `cargo test` and `cargo run`
-# run the binaries under qemu-user. `scripts/setup.sh` installs the packages. With
-# Docker, `cross build --release --target <target> --bin sentimqd --no-default-features`
-# (Cross.toml) builds the same binaries.
+# (Pi 2/3/Zero 2, 32-bit OS). rustup cannot add targets here; Debian's rustc-web
+# (/usr/bin/rustc, 1.96) is used with the target's prebuilt standard library from Debian's
+# multiarch package libstd-rust-web-dev:<arm64|armhf> (the same rustc release). The GNU cross
+# gcc links; `cargo test` and `cargo run` run the binaries under qemu-user.
+# `scripts/setup.sh` installs the packages. With Docker, `cross build --release --target
+# <target> --bin sentimqd --no-default-features` (Cross.toml) builds the same binaries.
 #
 # Output goes to $SENTIMQ_CROSS_TARGET_DIR (default target/cross): the compiler differs from
 # rustup's, so its artifacts are kept apart from the host's.
@@ -31,7 +31,8 @@ cargo=${SENTIMQ_CROSS_CARGO:-/usr/bin/cargo}
 missing=()
 [ -x "$rustc" ] || missing+=("$rustc (package rustc-web)")
 [ -x "$cargo" ] || missing+=("$cargo (package cargo-web)")
-[ -d "$("$rustc" --print sysroot 2>/dev/null)/lib/rustlib/src/rust/library" ] || missing+=("the standard library's source (package rust-web-src)")
+std_dir=$("$rustc" --print sysroot 2>/dev/null)/lib/rustlib/$target/lib
+compgen -G "$std_dir/libstd-*.rlib" >/dev/null || missing+=("the $target standard library in $std_dir (package libstd-rust-web-dev:$debian_arch)")
 command -v "$gcc" >/dev/null || missing+=("$gcc (package gcc-${gcc%-gcc})")
 [ -d "$sysroot/lib" ] || missing+=("$sysroot (the target's libc6-dev cross package)")
 command -v "$qemu" >/dev/null || missing+=("$qemu (package qemu-user)")
@@ -41,7 +42,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 upper=$(echo "$target" | tr 'a-z-' 'A-Z_')
-export RUSTC="$rustc" RUSTC_BOOTSTRAP=1
+export RUSTC="$rustc"
+# CI lints the host build through clippy-driver (.ci/run), which is rustup's, not this rustc.
+unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
 export "CARGO_TARGET_${upper}_LINKER=$gcc"
 export "CARGO_TARGET_${upper}_RUNNER=$qemu -L $sysroot"
 # ring's C and assembly go through the cc crate.
@@ -54,4 +57,4 @@ export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-false}
 
 command=$1
 shift
-exec "$cargo" "$command" -Zbuild-std=std,panic_unwind --target "$target" "$@"
+exec "$cargo" "$command" --target "$target" "$@"

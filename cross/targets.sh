@@ -1,5 +1,7 @@
 # Sourced by cross/*.sh: the Raspberry Pi targets and their Debian cross tools.
-# Sets gcc (linker and C compiler), sysroot (the target's libc for qemu -L), qemu, and
+# Sets gcc (linker and C compiler), sysroot (the target's libc for qemu -L), qemu, debian_arch
+# (the Debian architecture of its prebuilt standard library), device_reviews (how many of the
+# x86_64 reference's IMDB reviews the device tests classify under qemu), and
 # tolerance: how far the emulated daemon's int8 scores may be from x86_64's in the end-to-end
 # check. Last-bit differences of the f32 kernels move an occasional int8 rounding, which
 # re-draws the quantization error (cross/README.md): measured up to 2.7e-2 (aarch64) and
@@ -7,11 +9,11 @@
 cross_target_tools() {
   case $1 in
     aarch64-unknown-linux-gnu)
-      gcc=aarch64-linux-gnu-gcc; sysroot=/usr/aarch64-linux-gnu; qemu=qemu-aarch64
-      tolerance=3e-2 ;;
+      gcc=aarch64-linux-gnu-gcc; sysroot=/usr/aarch64-linux-gnu; qemu=qemu-aarch64; debian_arch=arm64
+      device_reviews=50 tolerance=3e-2 ;;
     armv7-unknown-linux-gnueabihf)
-      gcc=arm-linux-gnueabihf-gcc; sysroot=/usr/arm-linux-gnueabihf; qemu=qemu-arm
-      tolerance=3e-2 ;;
+      gcc=arm-linux-gnueabihf-gcc; sysroot=/usr/arm-linux-gnueabihf; qemu=qemu-arm; debian_arch=armhf
+      device_reviews=16 tolerance=3e-2 ;;
     *)
       echo "unsupported target '$1' (aarch64-unknown-linux-gnu, armv7-unknown-linux-gnueabihf)" >&2
       return 2 ;;

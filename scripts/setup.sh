@@ -12,11 +12,17 @@ command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 # mosquitto_pub/mosquitto_sub: scripts/demo.sh, the README's main job.
 command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
-# Raspberry Pi builds without Docker (cross/build.sh): Debian's rustc 1.96 with the standard
-# library's source (built with -Zbuild-std), GNU cross linkers, qemu-user to run the binaries.
+# Raspberry Pi builds without Docker (cross/build.sh): Debian's rustc 1.96 with the targets'
+# prebuilt standard libraries (multiarch arm64/armhf packages), GNU cross linkers, qemu-user to
+# run the binaries.
 [ -x /usr/bin/rustc ] || need_apt+=(rustc-web)
 [ -x /usr/bin/cargo ] || need_apt+=(cargo-web)
-[ -d /usr/lib/rustlib/src/rust/library ] || need_apt+=(rust-web-src)
+for arch in arm64:aarch64-unknown-linux-gnu armhf:armv7-unknown-linux-gnueabihf; do
+  if ! compgen -G "/usr/lib/rustlib/${arch#*:}/lib/libstd-*.rlib" >/dev/null; then
+    dpkg --print-foreign-architectures | grep -qx "${arch%%:*}" || as_root dpkg --add-architecture "${arch%%:*}"
+    need_apt+=("libstd-rust-web-dev:${arch%%:*}")
+  fi
+done
 command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v arm-linux-gnueabihf-gcc >/dev/null || need_apt+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
 command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)

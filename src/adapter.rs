@@ -24,22 +24,23 @@ const PEFT_PREFIX: &str = "base_model.model.";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file is missing or unreadable.
-    #[error("{path}: cannot read adapter file: {reason}")]
+    #[error("{path}: cannot read adapter file")]
     Unreadable {
         /// The file.
         path: PathBuf,
-        /// The I/O or parse error.
-        reason: String,
+        /// The I/O, JSON or safetensors error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The config names something this tool does not implement.
-    #[error("{path}: {field}: {reason}")]
+    #[error("{path}: {field}: {requirement}")]
     Unsupported {
         /// The config file.
         path: PathBuf,
         /// The offending field.
         field: &'static str,
-        /// Why.
-        reason: String,
+        /// What this tool supports, e.g. `only LORA adapters are supported`.
+        requirement: &'static str,
     },
     /// A LoRA pair is incomplete.
     #[error("{path}: {module} has {present} but no {absent}")]
@@ -76,12 +77,13 @@ pub enum Error {
         path: PathBuf,
     },
     /// Writing failed.
-    #[error("{path}: cannot write adapter: {reason}")]
+    #[error("{path}: cannot write adapter")]
     Write {
         /// The file.
         path: PathBuf,
-        /// The error.
-        reason: String,
+        /// The I/O, JSON or safetensors error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -152,19 +154,14 @@ impl LoraAdapter {
     /// Reads an adapter directory.
     pub fn load(dir: &Path) -> Result<Self, Error> {
         let config_path = dir.join(CONFIG_FILE);
-        let unreadable = |path: &Path, reason: String| Error::Unreadable {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|e| unreadable(&config_path, e.to_string()))?;
+        let text = std::fs::read_to_string(&config_path).map_err(unreadable(&config_path))?;
         let config: AdapterConfig =
-            serde_json::from_str(&text).map_err(|e| unreadable(&config_path, e.to_string()))?;
+            serde_json::from_str(&text).map_err(unreadable(&config_path))?;
         check_config(&config, &config_path)?;
 
         let weights_path = dir.join(WEIGHTS_FILE);
         let tensors = crate::checkpoint::read_safetensors(&weights_path)
-            .map_err(|e| unreadable(&weights_path, e.to_string()))?;
+            .map_err(unreadable(&weights_path))?;
         let mut a_parts = BTreeMap::new();
         let mut b_parts = BTreeMap::new();
         let mut saved = TensorMap::new();
@@ -202,7 +199,7 @@ impl LoraAdapter {
             return Err(Error::MissingHead { path: weights_path });
         }
         let sha256 = digest_file(&weights_path)
-            .map_err(|e| unreadable(&weights_path, e.to_string()))?
+            .map_err(unreadable(&weights_path))?
             .sha256;
         Ok(LoraAdapter {
             config,
@@ -214,16 +211,10 @@ impl LoraAdapter {
 
     /// Writes `adapter_config.json` and `adapter_model.safetensors` (PEFT key names) into `dir`.
     pub fn save(&mut self, dir: &Path) -> Result<(), Error> {
-        let write_err = |path: &Path, reason: String| Error::Write {
-            path: path.to_path_buf(),
-            reason,
-        };
-        std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(write_error(dir))?;
         let config_path = dir.join(CONFIG_FILE);
-        let text = serde_json::to_string_pretty(&self.config)
-            .map_err(|e| write_err(&config_path, e.to_string()))?;
-        std::fs::write(&config_path, text + "\n")
-            .map_err(|e| write_err(&config_path, e.to_string()))?;
+        let text = serde_json::to_string_pretty(&self.config).map_err(write_error(&config_path))?;
+        std::fs::write(&config_path, text + "\n").map_err(write_error(&config_path))?;
 
         let mut tensors: Vec<(String, &Tensor)> = Vec::new();
         for (module, pair) in &self.pairs {
@@ -235,9 +226,9 @@ impl LoraAdapter {
         }
         let weights_path = dir.join(WEIGHTS_FILE);
         crate::checkpoint::write_safetensors(&tensors, &weights_path)
-            .map_err(|e| write_err(&weights_path, e.to_string()))?;
+            .map_err(write_error(&weights_path))?;
         self.sha256 = digest_file(&weights_path)
-            .map_err(|e| write_err(&weights_path, e.to_string()))?
+            .map_err(unreadable(&weights_path))?
             .sha256;
         Ok(())
     }
@@ -307,12 +298,34 @@ impl LoraAdapter {
     }
 }
 
+/// `map_err` adapter: `path` could not be read or parsed.
+fn unreadable<E>(path: &Path) -> impl FnOnce(E) -> Error + '_
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    move |error| Error::Unreadable {
+        path: path.to_path_buf(),
+        source: error.into(),
+    }
+}
+
+/// `map_err` adapter: `path` could not be written.
+fn write_error<E>(path: &Path) -> impl FnOnce(E) -> Error + '_
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    move |error| Error::Write {
+        path: path.to_path_buf(),
+        source: error.into(),
+    }
+}
+
 fn check_config(config: &AdapterConfig, path: &Path) -> Result<(), Error> {
-    let unsupported = |field, reason: &str| {
+    let unsupported = |field, requirement| {
         Err(Error::Unsupported {
             path: path.to_path_buf(),
             field,
-            reason: reason.into(),
+            requirement,
         })
     };
     if config.peft_type != "LORA" {

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::engine::{self, Engine, EngineOptions, Session};
 use crate::manifest::{self, ModelManifest};
+use crate::metrics::argmax;
 use crate::tokenizer::{self, Encoded, TextTokenizer, TokenBatch};
 
 /// Errors of loading a model directory or classifying text.
@@ -155,10 +156,7 @@ impl Classifier {
     }
 
     fn verdict(&self, item: &Encoded, row: &[f32]) -> Classification {
-        let best = row
-            .iter()
-            .enumerate()
-            .fold(0, |best, (i, p)| if *p > row[best] { i } else { best });
+        let best = argmax(row);
         Classification {
             label: self.manifest.labels[best].clone(),
             score: row[best],

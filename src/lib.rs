@@ -2,7 +2,8 @@
 //!
 //! The library is cut by pipeline stage (see `ARCHITECTURE.md`): [`tokenizer`] and
 //! [`checkpoint`] serve everyone; [`export`] turns a checkpoint and adapter into ONNX graphs;
-//! [`engine`] runs them with tract; [`classifier`] ties a built model directory together;
+//! [`engine`] runs them with tract; [`classifier`] ties a built model directory together
+//! (and `eval` scores one on labelled data);
 //! [`daemon`] serves it over MQTT (`sentimqd`); `train` (feature `train`) fine-tunes the
 //! classifier with candle.
 //! Workstation-only modules sit behind the `workstation` feature, so the daemon stays small.
@@ -21,12 +22,16 @@ pub mod data;
 pub mod engine;
 pub mod error_text;
 #[cfg(feature = "workstation")]
+pub mod eval;
+#[cfg(feature = "workstation")]
 pub mod export;
 #[cfg(feature = "workstation")]
 mod hub;
 pub mod manifest;
 pub mod metrics;
 pub mod rng;
+#[cfg(test)]
+mod test_inputs;
 pub mod tokenizer;
 #[cfg(feature = "train")]
 pub mod train;

@@ -17,28 +17,48 @@ pub const MANIFEST_FILE: &str = "model.json";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file is missing or unreadable.
-    #[error("{path}: cannot read model manifest: {reason}")]
+    #[error("{path}: cannot read model manifest")]
     Unreadable {
         /// The manifest path.
         path: PathBuf,
         /// The I/O error.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
-    /// The file is not a valid manifest.
-    #[error("{path}: invalid model manifest: {reason}")]
+    /// The file is not a valid manifest: not JSON, or a field missing, unknown or mistyped.
+    #[error("{path}: invalid model manifest")]
     Invalid {
         /// The manifest path.
         path: PathBuf,
-        /// What is wrong.
-        reason: String,
+        /// The JSON error, with line and column.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The manifest lists fewer than two labels.
+    #[error("{path}: invalid model manifest: labels: need at least 2, found {found}")]
+    TooFewLabels {
+        /// The manifest path.
+        path: PathBuf,
+        /// The number of labels listed.
+        found: usize,
+    },
+    /// The manifest's truncation policy is unusable.
+    #[error("{path}: invalid model manifest: truncation")]
+    BadTruncation {
+        /// The manifest path.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: crate::tokenizer::Error,
     },
     /// Writing failed.
-    #[error("{path}: cannot write model manifest: {reason}")]
+    #[error("{path}: cannot write model manifest")]
     Write {
         /// The manifest path.
         path: PathBuf,
-        /// The I/O error.
-        reason: String,
+        /// The I/O or JSON error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -124,32 +144,32 @@ impl ModelManifest {
     /// Reads `model.json` from a model directory.
     pub fn read(dir: &Path) -> Result<Self, Error> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::Unreadable {
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Unreadable {
             path: path.clone(),
-            reason: e.to_string(),
+            source,
         })?;
-        let manifest: ModelManifest = serde_json::from_str(&text).map_err(|e| Error::Invalid {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let manifest: ModelManifest =
+            serde_json::from_str(&text).map_err(|source| Error::Invalid {
+                path: path.clone(),
+                source,
+            })?;
         manifest.check(&path)?;
         Ok(manifest)
     }
 
     fn check(&self, path: &Path) -> Result<(), Error> {
-        let invalid = |reason: String| Error::Invalid {
-            path: path.to_path_buf(),
-            reason,
-        };
         if self.labels.len() < 2 {
-            return Err(invalid(format!(
-                "labels: need at least 2, found {}",
-                self.labels.len()
-            )));
+            return Err(Error::TooFewLabels {
+                path: path.to_path_buf(),
+                found: self.labels.len(),
+            });
         }
         self.truncation
             .validate()
-            .map_err(|e| invalid(format!("truncation: {e}")))?;
+            .map_err(|source| Error::BadTruncation {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Ok(())
     }
 
@@ -158,11 +178,11 @@ impl ModelManifest {
         let path = dir.join(MANIFEST_FILE);
         let text = serde_json::to_string_pretty(self).map_err(|e| Error::Write {
             path: path.clone(),
-            reason: e.to_string(),
+            source: e.into(),
         })?;
         std::fs::write(&path, text + "\n").map_err(|e| Error::Write {
             path,
-            reason: e.to_string(),
+            source: e.into(),
         })
     }
 

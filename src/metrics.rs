@@ -1,6 +1,8 @@
-//! Binary classification metrics: accuracy, precision, recall, F1 and the confusion matrix.
+//! Binary classification metrics: accuracy, precision, recall, F1 and the confusion matrix;
+//! plus the crate's one [`argmax`] (a predicted class) and one [`percentile`] (latencies).
 //!
-//! Positive class = label 1. Shared by `sentimq eval` and training's validation.
+//! Positive class = label 1. Shared by `sentimq eval`, training's validation, the build's
+//! parity check, the classifier, the benches and the daemon's statistics.
 
 use serde::Serialize;
 
@@ -165,6 +167,20 @@ pub struct LengthBucketReport {
     pub accuracy: f64,
 }
 
+/// Index of the largest value: the predicted class of a row of scores; 0 for an empty slice.
+/// Values are compared with `>`: the first of equal values wins, and a NaN neither replaces
+/// the best so far nor is replaced.
+pub fn argmax<T: PartialOrd>(values: &[T]) -> usize {
+    (1..values.len()).fold(0, |best, i| if values[i] > values[best] { i } else { best })
+}
+
+/// The `q`-quantile (`0.0..=1.0`) of ascending `sorted` values by the nearest rank
+/// (`round((len − 1)·q)`), or `None` when there are none.
+pub fn percentile<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    let last = sorted.len().checked_sub(1)?;
+    sorted.get((last as f64 * q).round() as usize).copied()
+}
+
 fn ratio(a: usize, b: usize) -> f64 {
     if b == 0 {
         0.0
@@ -188,6 +204,26 @@ mod tests {
         assert!((m.precision() - 2.0 / 3.0).abs() < 1e-12);
         assert!((m.recall() - 2.0 / 3.0).abs() < 1e-12);
         assert_eq!(m.report().confusion, [[1, 1], [1, 2]]);
+    }
+
+    #[test]
+    fn argmax_takes_the_first_largest() {
+        assert_eq!(argmax(&[0.2f32, 0.7, 0.1]), 1);
+        assert_eq!(argmax(&[0.5f32, 0.5]), 0);
+        assert_eq!(argmax(&[f32::NAN, 0.1, 0.3]), 0);
+        assert_eq!(argmax(&[0.1f32, f32::NAN, 0.3]), 2);
+        assert_eq!(argmax::<f32>(&[]), 0);
+    }
+
+    #[test]
+    fn percentile_by_nearest_rank() {
+        let sorted: Vec<u64> = (1..=20).collect();
+        assert_eq!(percentile(&sorted, 0.0), Some(1));
+        assert_eq!(percentile(&sorted, 0.5), Some(11));
+        assert_eq!(percentile(&sorted, 0.95), Some(19));
+        assert_eq!(percentile(&sorted, 1.0), Some(20));
+        assert_eq!(percentile(&[4.0f64], 0.95), Some(4.0));
+        assert_eq!(percentile::<f64>(&[], 0.5), None);
     }
 
     #[test]

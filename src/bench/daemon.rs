@@ -24,7 +24,9 @@ use rumqttc::v5::{Client, Event, MqttOptions};
 use serde::Serialize;
 
 use crate::classifier::Classifier;
+use crate::error_text::describe;
 use crate::manifest::ModelManifest;
+use crate::metrics::percentile;
 use crate::tokenizer::TokenBatch;
 
 /// What to measure.
@@ -109,7 +111,7 @@ pub fn run(options: &DaemonBenchOptions) -> Result<DaemonBenchReport, DaemonBenc
     }
     let (engine_texts_per_s, model_p50_ms) = measure_engine(options)?;
     let manifest = ModelManifest::read(&options.model)
-        .map_err(|e| DaemonBenchError::Setup(format!("reading model.json: {e}")))?;
+        .map_err(|e| DaemonBenchError::Setup(format!("reading model.json: {}", describe(&e))))?;
     let model_file = std::fs::metadata(options.model.join(&manifest.default_graph))?.len();
 
     let dir = ScratchDir::new()?;
@@ -166,7 +168,7 @@ pub fn run(options: &DaemonBenchOptions) -> Result<DaemonBenchReport, DaemonBenc
         latencies.push(ms(sent.elapsed()));
     }
     latencies.sort_by(f64::total_cmp);
-    let end_to_end_p50_ms = percentile(&latencies, 0.50);
+    let end_to_end_p50_ms = percentile(&latencies, 0.50).unwrap_or(f64::NAN);
 
     let (rss, peak_rss) = daemon.memory()?;
     daemon.stop();
@@ -180,7 +182,7 @@ pub fn run(options: &DaemonBenchOptions) -> Result<DaemonBenchReport, DaemonBenc
         throughput_ratio: daemon_texts_per_s / engine_texts_per_s,
         model_p50_ms,
         end_to_end_p50_ms,
-        end_to_end_p95_ms: percentile(&latencies, 0.95),
+        end_to_end_p95_ms: percentile(&latencies, 0.95).unwrap_or(f64::NAN),
         added_p50_ms: end_to_end_p50_ms - model_p50_ms,
         start_to_ready_ms,
         rss_mib: mib(rss),
@@ -226,7 +228,7 @@ fn measure_engine(options: &DaemonBenchOptions) -> Result<(f64, f64), DaemonBenc
         singles.push(ms(started.elapsed()));
     }
     singles.sort_by(f64::total_cmp);
-    Ok((texts_per_s, percentile(&singles, 0.50)))
+    Ok((texts_per_s, percentile(&singles, 0.50).unwrap_or(f64::NAN)))
 }
 
 fn input_topic(i: usize) -> String {
@@ -237,13 +239,6 @@ fn input_payload(i: usize, text: &str) -> Vec<u8> {
     serde_json::json!({ "id": i, "text": text })
         .to_string()
         .into_bytes()
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 fn ms(duration: Duration) -> f64 {

@@ -12,6 +12,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::engine::{self, Engine};
+use crate::metrics::percentile;
 use crate::tokenizer::TokenBatch;
 
 /// What to measure.
@@ -125,14 +126,14 @@ pub fn run(graph: &Path, options: &BenchOptions) -> Result<BenchReport, engine::
             latency.push(LatencyRow {
                 threads,
                 sequence,
-                p50_ms: percentile(&times, 0.5),
-                p95_ms: percentile(&times, 0.95),
+                p50_ms: percentile(&times, 0.5).unwrap_or(f64::NAN),
+                p95_ms: percentile(&times, 0.95).unwrap_or(f64::NAN),
             });
         }
         for &rows in &options.throughput_batches {
             let batch = bench_batch(rows, options.throughput_sequence);
             let times = time_runs(&mut session, &batch, (options.iterations / 3).max(3))?;
-            let p50 = percentile(&times, 0.5);
+            let p50 = percentile(&times, 0.5).unwrap_or(f64::NAN);
             throughput.push(ThroughputRow {
                 threads,
                 batch: rows,
@@ -166,9 +167,4 @@ fn time_runs(
     }
     times.sort_by(f64::total_cmp);
     Ok(times)
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    sorted.get(index).copied().unwrap_or(f64::NAN)
 }

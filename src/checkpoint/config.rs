@@ -2,8 +2,10 @@
 //!
 //! The file is foreign, so it is read tolerantly: field names are Hugging Face's, absent keys
 //! take `transformers`' `BertConfig` defaults, and unknown keys (TinyBERT's `cell`,
-//! `emb_size`, `structure`, ...) are ignored. [`BertConfig::validate`] then checks what the
-//! model code relies on, naming the offending key.
+//! `emb_size`, `structure`, ...) are ignored. Parsing refuses what no forward pass implements
+//! (an unknown `hidden_act`, relative position embeddings) and turns `hidden_act` into a
+//! [`HiddenAct`]; [`BertConfig::validate`] then checks what the model code relies on, naming
+//! the offending key.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,9 +15,34 @@ use serde::Deserialize;
 
 use super::Error;
 
-/// Activations the model code implements, as `hidden_act` spells them.
-pub const SUPPORTED_HIDDEN_ACTS: [&str; 5] =
-    ["gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu"];
+/// The feed-forward activation, `hidden_act` in `config.json`; every forward pass (the export
+/// reference, the ONNX graph writer, the training model) matches on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HiddenAct {
+    /// `gelu`: exact, `0.5·x·(1 + erf(x/√2))`.
+    Gelu,
+    /// `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`: the tanh approximation
+    /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+    GeluTanh,
+    /// `relu`.
+    Relu,
+}
+
+impl HiddenAct {
+    /// The `hidden_act` spellings this crate implements.
+    pub const NAMES: [&'static str; 5] =
+        ["gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu"];
+
+    /// The activation `hidden_act` names, if this crate implements it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "gelu" => Some(HiddenAct::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(HiddenAct::GeluTanh),
+            "relu" => Some(HiddenAct::Relu),
+            _ => None,
+        }
+    }
+}
 
 /// The architecture hyper-parameters of a BERT checkpoint, from its `config.json`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -37,8 +64,8 @@ pub struct BertConfig {
     pub type_vocab_size: usize,
     /// Epsilon of every LayerNorm.
     pub layer_norm_eps: f64,
-    /// Feed-forward activation; one of [`SUPPORTED_HIDDEN_ACTS`] once validated.
-    pub hidden_act: String,
+    /// Feed-forward activation.
+    pub hidden_act: HiddenAct,
     /// Dropout on hidden states during training.
     pub hidden_dropout_prob: f64,
     /// Dropout on attention probabilities during training.
@@ -113,13 +140,15 @@ impl TryFrom<ConfigFile> for BertConfig {
                 "position_embedding_type \"{kind}\" is not supported, only \"absolute\""
             ));
         }
-        Ok(BertConfig::from_fields(file))
-    }
-}
-
-impl BertConfig {
-    fn from_fields(file: ConfigFile) -> Self {
-        Self {
+        // An activation no forward pass implements is refused here too, naming the key.
+        let hidden_act = HiddenAct::from_name(&file.hidden_act).ok_or_else(|| {
+            format!(
+                "hidden_act \"{}\" is not supported, only {}",
+                file.hidden_act,
+                HiddenAct::NAMES.join(", ")
+            )
+        })?;
+        Ok(BertConfig {
             vocab_size: file.vocab_size,
             hidden_size: file.hidden_size,
             num_hidden_layers: file.num_hidden_layers,
@@ -128,20 +157,20 @@ impl BertConfig {
             max_position_embeddings: file.max_position_embeddings,
             type_vocab_size: file.type_vocab_size,
             layer_norm_eps: file.layer_norm_eps,
-            hidden_act: file.hidden_act,
+            hidden_act,
             hidden_dropout_prob: file.hidden_dropout_prob,
             attention_probs_dropout_prob: file.attention_probs_dropout_prob,
             pad_token_id: file.pad_token_id.unwrap_or(0),
             model_type: file.model_type,
             num_labels: file.id2label.map(|labels| labels.len()).or(file.num_labels),
-        }
+        })
     }
 }
 
 impl Default for BertConfig {
     /// `bert-base-uncased`: the defaults of `transformers.BertConfig`.
     fn default() -> Self {
-        Self::from_fields(ConfigFile::default())
+        Self::try_from(ConfigFile::default()).expect("transformers' defaults are supported")
     }
 }
 
@@ -167,8 +196,9 @@ impl BertConfig {
     }
 
     /// Checks what the model code relies on: non-zero sizes, `hidden_size` divisible by
-    /// `num_attention_heads`, a supported `hidden_act`, a positive `layer_norm_eps`, dropout
-    /// probabilities in `[0, 1)`, `pad_token_id` inside the vocabulary.
+    /// `num_attention_heads`, a positive `layer_norm_eps`, dropout probabilities in `[0, 1)`,
+    /// `pad_token_id` inside the vocabulary. (An unsupported `hidden_act` or
+    /// `position_embedding_type` is refused earlier, when the file is parsed.)
     ///
     /// Errors: [`Error::InvalidConfig`] naming the first offending field.
     pub fn validate(&self) -> Result<(), Error> {
@@ -199,13 +229,6 @@ impl BertConfig {
                     self.num_attention_heads
                 ),
                 self.hidden_size.to_string(),
-            );
-        }
-        if !SUPPORTED_HIDDEN_ACTS.contains(&self.hidden_act.as_str()) {
-            return invalid(
-                "hidden_act",
-                &format!("one of {}", SUPPORTED_HIDDEN_ACTS.join(", ")),
-                format!("\"{}\"", self.hidden_act),
             );
         }
         if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
@@ -295,7 +318,6 @@ mod tests {
             ),
             (r#"{"num_attention_heads": 0}"#, "num_attention_heads"),
             (r#"{"intermediate_size": 0}"#, "intermediate_size"),
-            (r#"{"hidden_act": "swiglu"}"#, "hidden_act"),
             (r#"{"layer_norm_eps": 0.0}"#, "layer_norm_eps"),
             (r#"{"hidden_dropout_prob": 1.5}"#, "hidden_dropout_prob"),
             (r#"{"pad_token_id": 40000}"#, "pad_token_id"),
@@ -339,5 +361,28 @@ mod tests {
             .map(ToString::to_string)
             .unwrap_or_default();
         assert!(cause.contains("relative_key"), "{cause}");
+        std::fs::write(&path, r#"{"hidden_act": "swiglu"}"#).unwrap();
+        let error = BertConfig::from_file(&path).unwrap_err();
+        assert!(
+            matches!(&error, Error::ParseConfig { path: p, .. } if p == &path),
+            "{error}"
+        );
+        let cause = std::error::Error::source(&error)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        assert!(cause.contains("hidden_act \"swiglu\""), "{cause}");
+    }
+
+    #[test]
+    fn hidden_act_names_map_to_activations() {
+        let act = |name: &str| parse(&format!(r#"{{"hidden_act": "{name}"}}"#)).hidden_act;
+        assert_eq!(act("gelu"), HiddenAct::Gelu);
+        for name in ["gelu_new", "gelu_pytorch_tanh", "gelu_fast"] {
+            assert_eq!(act(name), HiddenAct::GeluTanh, "{name}");
+        }
+        assert_eq!(act("relu"), HiddenAct::Relu);
+        assert!(HiddenAct::NAMES
+            .iter()
+            .all(|name| HiddenAct::from_name(name).is_some()));
     }
 }

@@ -246,8 +246,7 @@ pub enum Error {
 
     /// Downloading from the Hugging Face Hub failed (no network, unknown repository, ...).
     #[error(
-        "cannot download \"{id}\" from the Hugging Face Hub ({source}): pass a local directory \
-         with --base"
+        "cannot download \"{id}\" from the Hugging Face Hub (pass a local directory with --base)"
     )]
     HubUnavailable {
         /// The hub id, without revision.

@@ -169,7 +169,7 @@ mod tests {
             repo,
         )
         .unwrap_err();
-        let message = error.to_string();
+        let message = crate::error_text::describe(&error);
         assert!(
             matches!(error, Error::HubUnavailable { ref id, .. } if id == "owner/model"),
             "{message}"
@@ -179,7 +179,7 @@ mod tests {
             "{message}"
         );
         assert!(
-            message.ends_with("): pass a local directory with --base"),
+            message.contains("(pass a local directory with --base): "),
             "{message}"
         );
     }

@@ -34,6 +34,7 @@
 mod config;
 mod dtype;
 mod error;
+mod head;
 mod hub;
 mod keys;
 mod safetensors;
@@ -43,8 +44,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use self::config::{BertConfig, SUPPORTED_HIDDEN_ACTS};
+pub use self::config::{BertConfig, HiddenAct};
 pub use self::error::Error;
+pub use self::head::insert_random_head;
 pub use self::hub::{resolve_base, ResolvedBase};
 pub use self::safetensors::{read_safetensors, write_safetensors};
 

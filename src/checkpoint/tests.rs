@@ -2,51 +2,39 @@
 //! checkpoint directories built in temporary folders.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use ::safetensors::tensor::TensorView;
 use ::safetensors::Dtype;
 
 use super::*;
-
-/// `../shared/<relative>`, or `None` (after saying why) where the shared tree is absent.
-pub(crate) fn shared(relative: &str) -> Option<PathBuf> {
-    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared"));
-    if !root.is_dir() {
-        eprintln!("skipping: {} is absent", root.display());
-        return None;
-    }
-    Some(root.join(relative))
-}
+use crate::test_inputs::shared;
 
 /// Each fixture is loaded once per test binary.
-fn fixture(
-    relative: &'static str,
-    cell: &'static OnceLock<Checkpoint>,
-) -> Option<&'static Checkpoint> {
-    let dir = shared(relative)?;
-    Some(cell.get_or_init(|| Checkpoint::load(&dir).unwrap_or_else(|e| panic!("{relative}: {e}"))))
+fn fixture(relative: &'static str, cell: &'static OnceLock<Checkpoint>) -> &'static Checkpoint {
+    let dir = shared(relative);
+    cell.get_or_init(|| Checkpoint::load(&dir).unwrap_or_else(|e| panic!("{relative}: {e}")))
 }
 
-fn tinybert() -> Option<&'static Checkpoint> {
+fn tinybert() -> &'static Checkpoint {
     static CELL: OnceLock<Checkpoint> = OnceLock::new();
     fixture("fixtures/tinybert-format", &CELL)
 }
 
-fn tinybert_legacy() -> Option<&'static Checkpoint> {
+fn tinybert_legacy() -> &'static Checkpoint {
     static CELL: OnceLock<Checkpoint> = OnceLock::new();
     fixture("fixtures/tinybert-format-legacy", &CELL)
 }
 
-fn minilm() -> Option<&'static Checkpoint> {
+fn minilm() -> &'static Checkpoint {
     static CELL: OnceLock<Checkpoint> = OnceLock::new();
     fixture("models/all-MiniLM-L6-v2", &CELL)
 }
 
 #[test]
 fn tinybert_zip_format_loads_with_canonical_names() {
-    let Some(checkpoint) = tinybert() else { return };
+    let checkpoint = tinybert();
     assert_eq!(checkpoint.config.model_type, None);
     assert!(checkpoint.weights_file.ends_with("pytorch_model.bin"));
     // 5 embedding tensors, 16 per layer, the pooler; no `bert.` prefix, no fit_dense.
@@ -96,9 +84,7 @@ fn tinybert_zip_format_loads_with_canonical_names() {
 
 #[test]
 fn tinybert_legacy_format_is_bit_identical_to_zip() {
-    let (Some(zip), Some(legacy)) = (tinybert(), tinybert_legacy()) else {
-        return;
-    };
+    let (zip, legacy) = (tinybert(), tinybert_legacy());
     assert_eq!(legacy.config, zip.config);
     assert_eq!(
         legacy.tensors.keys().collect::<Vec<_>>(),
@@ -118,7 +104,7 @@ fn tinybert_legacy_format_is_bit_identical_to_zip() {
 
 #[test]
 fn minilm_safetensors_loads() {
-    let Some(checkpoint) = minilm() else { return };
+    let checkpoint = minilm();
     assert_eq!(checkpoint.config.model_type.as_deref(), Some("bert"));
     assert!(checkpoint.weights_file.ends_with("model.safetensors"));
     assert_eq!(checkpoint.tensors.len(), 5 + 6 * 16 + 2);
@@ -344,24 +330,20 @@ fn corrupt_weights_get_distinct_errors() {
     checkpoint.write("pytorch_model.bin", b"");
     assert!(matches!(checkpoint.load(), Err(Error::NotTorchFile { .. })));
 
-    if let Some(fixture) = shared("fixtures/tinybert-format/pytorch_model.bin") {
-        let bytes = std::fs::read(fixture).unwrap();
-        checkpoint.write("pytorch_model.bin", &bytes[..bytes.len() / 2]);
-        let error = checkpoint.load().unwrap_err();
-        assert!(matches!(error, Error::Zip { .. }), "{error}");
-    }
-    if let Some(fixture) = shared("fixtures/tinybert-format-legacy/pytorch_model.bin") {
-        let bytes = std::fs::read(fixture).unwrap();
-        checkpoint.write("pytorch_model.bin", &bytes[..bytes.len() - 1]);
-        let error = checkpoint.load().unwrap_err();
-        assert!(matches!(&error, Error::StorageSize { .. }), "{error}");
-        checkpoint.write("pytorch_model.bin", &bytes[..3000]);
-        let error = checkpoint.load().unwrap_err();
-        assert!(
-            matches!(&error, Error::Pickle { offset, .. } if *offset > 0),
-            "{error}"
-        );
-    }
+    let bytes = std::fs::read(shared("fixtures/tinybert-format/pytorch_model.bin")).unwrap();
+    checkpoint.write("pytorch_model.bin", &bytes[..bytes.len() / 2]);
+    let error = checkpoint.load().unwrap_err();
+    assert!(matches!(error, Error::Zip { .. }), "{error}");
+    let bytes = std::fs::read(shared("fixtures/tinybert-format-legacy/pytorch_model.bin")).unwrap();
+    checkpoint.write("pytorch_model.bin", &bytes[..bytes.len() - 1]);
+    let error = checkpoint.load().unwrap_err();
+    assert!(matches!(&error, Error::StorageSize { .. }), "{error}");
+    checkpoint.write("pytorch_model.bin", &bytes[..3000]);
+    let error = checkpoint.load().unwrap_err();
+    assert!(
+        matches!(&error, Error::Pickle { offset, .. } if *offset > 0),
+        "{error}"
+    );
 }
 
 #[test]

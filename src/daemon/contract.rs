@@ -71,7 +71,7 @@ impl ErrorCode {
     }
 
     /// Position in [`ErrorCode::ALL`] (for per-code counters).
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         Self::ALL
             .iter()
             .position(|c| *c == self)
@@ -236,7 +236,7 @@ impl Serialize for Scores<'_> {
 
 /// Builds the replies of one daemon: topics, payloads, completions.
 #[derive(Clone, Debug)]
-pub struct Replier {
+pub(crate) struct Replier {
     base_topic: String,
     model: String,
     echo_text: bool,
@@ -368,7 +368,7 @@ fn latency_ms(start: Instant) -> f64 {
 }
 
 /// Milliseconds since the Unix epoch (the `ts` field).
-pub fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

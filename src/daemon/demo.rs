@@ -19,7 +19,7 @@ use super::config::Loaded;
 use super::{service, tls, Error};
 
 /// Reviews the demo classifies when given no texts: two clear positives, two clear negatives.
-pub const SAMPLE_REVIEWS: [&str; 4] = [
+pub(crate) const SAMPLE_REVIEWS: [&str; 4] = [
     "A wonderful, moving film. The cast is superb and the last act had me in tears.",
     "Dull, far too long, and the plot makes no sense. I checked my watch every ten minutes.",
     "I expected little and came out delighted: sharp writing, great pacing, real heart.",
@@ -56,7 +56,7 @@ pub struct DemoReport {
 
 impl DemoReport {
     /// Whether every text got a reply.
-    pub fn is_complete(&self) -> bool {
+    pub(crate) fn is_complete(&self) -> bool {
         self.replies.iter().all(|(_, reply)| reply.is_some())
     }
 }
@@ -249,7 +249,7 @@ fn reply_index(
 /// A concrete topic that the first input filter matches, for text `index`: `+` levels become
 /// `demo`, a trailing `#` becomes `demo/<index>`, and a `$share/<group>/` prefix is dropped.
 /// (Filters without `#` give every text the same topic; replies are then matched in order.)
-pub fn input_topic(filters: &[String], index: usize) -> String {
+pub(crate) fn input_topic(filters: &[String], index: usize) -> String {
     let filter = filters
         .first()
         .map(String::as_str)

@@ -55,12 +55,12 @@ pub enum Error {
     )]
     WorkerFailed,
     /// The broker refused an input subscription on the first connection.
-    #[error("the broker refused the subscription to {filter:?} ({reason}); check mqtt.inputs and the broker's access rules")]
+    #[error("the broker refused the subscription to {filter:?} ({code:?}); check mqtt.inputs and the broker's access rules")]
     SubscriptionRefused {
         /// The filter.
         filter: String,
-        /// The SUBACK reason.
-        reason: String,
+        /// The SUBACK reason code.
+        code: rumqttc::v5::mqttbytes::v5::SubscribeReasonCode,
     },
     /// The MQTT client's request queue closed unexpectedly.
     #[error("the MQTT client stopped: {0}")]

@@ -51,11 +51,6 @@ impl Health {
             notify(&[NotifyState::Ready, NotifyState::Status("classifying")]);
         }
     }
-
-    /// Whether [`mark_ready`](Self::mark_ready) has happened.
-    pub fn is_ready(&self) -> bool {
-        self.is_ready.load(Ordering::Relaxed)
-    }
 }
 
 /// Tells systemd the daemon is stopping.

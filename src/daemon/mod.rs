@@ -1,19 +1,19 @@
 //! `sentimqd`, the edge daemon: classifies text arriving over MQTT and publishes the verdicts.
 //!
-//! The daemon is a pipeline of owned stages joined by bounded queues (see [`service`] for the
+//! The daemon is a pipeline of owned stages joined by bounded queues (see `service` for the
 //! picture and the shutdown order):
 //!
-//! - [`broker`]: the MQTT v5 session (rumqttc). One task owns the event loop and only polls and
+//! - `broker`: the MQTT v5 session (rumqttc). One task owns the event loop and only polls and
 //!   forwards; the outbox task publishes and subscribes. Inputs are QoS 1 with manual acks,
 //!   acknowledged only after their reply's PUBACK (at-least-once).
-//! - [`batcher`]: groups inputs that arrive together, up to `pipeline.max_batch` within
+//! - `batcher`: groups inputs that arrive together, up to `pipeline.max_batch` within
 //!   `pipeline.max_wait_ms`, and counts redeliveries.
-//! - [`worker`]: dedicated inference threads, each with its own session and buffers.
+//! - `worker`: dedicated inference threads, each with its own session and buffers.
 //! - [`contract`]: payload parsing and the JSON of results and error replies (the README's
 //!   MQTT tables).
 //! - [`config`], [`validate`](mod@validate): one configuration for `run` and `validate`, layered defaults <
 //!   file < `SENTIMQ_*` environment < flags.
-//! - [`health`], [`stats`], [`logging`]: systemd readiness and watchdog, `<base>/info`,
+//! - `health`, `stats`, `logging`: systemd readiness and watchdog, `<base>/info`,
 //!   `<base>/stats`, log output.
 //! - `demo` (feature `embedded-broker`): `sentimqd demo`, the daemon plus an in-process broker
 //!   and a client that publishes sample reviews.
@@ -27,22 +27,22 @@
 //! # Ok::<(), sentimq::daemon::Error>(())
 //! ```
 
-pub mod batcher;
-pub mod broker;
+mod batcher;
+mod broker;
 pub mod config;
 pub mod contract;
 #[cfg(feature = "embedded-broker")]
 pub mod demo;
 mod error;
-pub mod health;
-pub mod logging;
-pub mod message;
-pub mod service;
-pub mod stats;
-pub mod tls;
-pub mod topic;
+mod health;
+mod logging;
+mod message;
+mod service;
+mod stats;
+mod tls;
+mod topic;
 pub mod validate;
-pub mod worker;
+mod worker;
 
 pub use error::{Error, EX_CONFIG};
 pub use service::run;

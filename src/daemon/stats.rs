@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::contract::ErrorCode;
 use super::message::Inbound;
+use crate::metrics::percentile;
 
 /// Latencies kept for the percentiles: the most recent ones.
 const LATENCY_WINDOW: usize = 4096;
@@ -175,17 +176,12 @@ impl Stats {
             .iter()
             .copied()
             .collect();
-        if sorted.is_empty() {
-            return Percentiles::default();
-        }
         sorted.sort_unstable();
-        let at = |q: f64| {
-            let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-            (sorted[i] as f64 / 10.0).round() / 100.0
-        };
-        Percentiles {
-            p50: at(0.5),
-            p95: at(0.95),
+        // Microseconds to milliseconds with two decimals.
+        let at = |q: f64| percentile(&sorted, q).map(|us| (us as f64 / 10.0).round() / 100.0);
+        match (at(0.5), at(0.95)) {
+            (Some(p50), Some(p95)) => Percentiles { p50, p95 },
+            _ => Percentiles::default(),
         }
     }
 }

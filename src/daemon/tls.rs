@@ -36,15 +36,29 @@ pub enum TlsError {
         /// What was looked for, e.g. `CERTIFICATE`.
         what: &'static str,
     },
-    /// A PEM item is malformed, or rustls rejects a certificate or key.
-    #[error("{key} {path}: {reason}")]
+    /// A PEM item is malformed.
+    #[error("{key} {path}: malformed PEM")]
+    Malformed {
+        /// The config key naming the file.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What the PEM parser said.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// rustls rejects a certificate or key.
+    #[error("{key} {path}: {problem}")]
     Invalid {
         /// The config key naming the file.
         key: &'static str,
         /// The file.
         path: PathBuf,
-        /// What the parser or rustls said.
-        reason: String,
+        /// What is wrong with it, e.g. `unusable CA certificate`.
+        problem: &'static str,
+        /// What rustls said.
+        #[source]
+        source: rustls::Error,
     },
     /// No CA file is set and the system has no usable root certificates.
     #[error("mqtt.tls.ca_file is not set and no system root certificates were found ({0}); set mqtt.tls.ca_file")]
@@ -57,6 +71,7 @@ impl TlsError {
         match self {
             TlsError::Read { key, .. }
             | TlsError::Empty { key, .. }
+            | TlsError::Malformed { key, .. }
             | TlsError::Invalid { key, .. } => key,
             TlsError::NoRoots(_) => "mqtt.tls.ca_file",
         }
@@ -79,10 +94,10 @@ pub fn read_certificates(
     let bytes = read(key, path)?;
     let certificates = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Invalid {
+        .map_err(|source| TlsError::Malformed {
             key,
             path: path.to_path_buf(),
-            reason: format!("malformed PEM: {e}"),
+            source,
         })?;
     if certificates.is_empty() {
         return Err(TlsError::Empty {
@@ -104,10 +119,10 @@ pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError>
             path: path.to_path_buf(),
             what: "PRIVATE KEY",
         },
-        other => TlsError::Invalid {
+        source => TlsError::Malformed {
             key: KEY,
             path: path.to_path_buf(),
-            reason: format!("malformed PEM: {other}"),
+            source,
         },
     })
 }
@@ -118,10 +133,11 @@ pub fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, TlsError> {
     match &tls.ca_file {
         Some(path) => {
             for certificate in read_certificates("mqtt.tls.ca_file", path)? {
-                roots.add(certificate).map_err(|e| TlsError::Invalid {
+                roots.add(certificate).map_err(|source| TlsError::Invalid {
                     key: "mqtt.tls.ca_file",
                     path: path.clone(),
-                    reason: format!("unusable CA certificate: {e}"),
+                    problem: "unusable CA certificate",
+                    source,
                 })?;
             }
         }
@@ -149,10 +165,11 @@ pub fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, TlsError> {
             let key = read_private_key(key_path)?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| TlsError::Invalid {
+                .map_err(|source| TlsError::Invalid {
                     key: "mqtt.tls.key_file",
                     path: key_path.clone(),
-                    reason: format!("does not fit mqtt.tls.cert_file: {e}"),
+                    problem: "does not fit mqtt.tls.cert_file",
+                    source,
                 })?
         }
         _ => builder.with_no_client_auth(),

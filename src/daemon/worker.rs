@@ -20,6 +20,7 @@ use super::message::{Inbound, Outbound};
 use super::stats::Stats;
 use super::Error;
 use crate::classifier::{self, Classifier};
+use crate::error_text::describe;
 use crate::tokenizer::{Encoded, TokenBatch};
 
 /// What every worker shares.
@@ -115,7 +116,7 @@ impl Worker {
         let mut session = match self.context.classifier.engine().session() {
             Ok(session) => session,
             Err(e) => {
-                error!("cannot start an inference session: {e}");
+                error!("cannot start an inference session: {}", describe(&e));
                 self.context.failed.send_replace(true);
                 return;
             }
@@ -171,12 +172,13 @@ impl Worker {
                     self.accepted = accepted;
                 }
                 Err(e) => {
-                    error!(batch = self.accepted.len(), "inference failed: {e}");
+                    let detail = describe(&e);
+                    error!(batch = self.accepted.len(), "inference failed: {detail}");
                     let accepted = std::mem::take(&mut self.accepted);
                     for item in &accepted {
                         let rejection = Rejection {
                             code: ErrorCode::InferenceFailed,
-                            detail: e.to_string(),
+                            detail: detail.clone(),
                             id: item.id.clone(),
                         };
                         if !self.reject(&item.input, &rejection) {
@@ -207,7 +209,7 @@ impl Worker {
                     classifier::Error::EmptyText => ErrorCode::Empty,
                     _ => ErrorCode::InferenceFailed,
                 },
-                detail: e.to_string(),
+                detail: describe(&e),
                 id: request.id,
             }),
         }

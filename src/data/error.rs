@@ -19,7 +19,7 @@ pub enum Error {
     },
 
     /// Reading a file or directory failed.
-    #[error("{}: {source}", .path.display())]
+    #[error("{}: cannot read", .path.display())]
     Io {
         /// The file or directory that could not be read.
         path: PathBuf,
@@ -40,7 +40,7 @@ pub enum Error {
 
     /// A parquet file could not be read: not parquet, corrupt, or compressed with a codec this
     /// build lacks (brotli).
-    #[error("{}: cannot read parquet: {source}", .path.display())]
+    #[error("{}: cannot read parquet", .path.display())]
     Parquet {
         /// The parquet file.
         path: PathBuf,
@@ -69,7 +69,7 @@ pub enum Error {
     },
 
     /// The `.tar.gz` archive is corrupt or truncated.
-    #[error("{}: corrupt or truncated archive: {source}", .path.display())]
+    #[error("{}: corrupt or truncated archive", .path.display())]
     Archive {
         /// The archive.
         path: PathBuf,
@@ -88,7 +88,7 @@ pub enum Error {
     },
 
     /// A CSV file could not be parsed.
-    #[error("{}{}: malformed CSV: {source}", .path.display(), at_line(.line))]
+    #[error("{}{}: malformed CSV", .path.display(), at_line(.line))]
     Csv {
         /// The CSV file.
         path: PathBuf,
@@ -100,7 +100,7 @@ pub enum Error {
     },
 
     /// A line of a JSON Lines file is not a JSON object.
-    #[error("{}:{line}: malformed JSON: {source}", .path.display())]
+    #[error("{}:{line}: malformed JSON", .path.display())]
     Json {
         /// The JSON Lines file.
         path: PathBuf,
@@ -178,8 +178,8 @@ pub enum Error {
 
     /// The Hub could not be reached (and the cache lacks the files), or lacks the dataset.
     #[error(
-        "cannot download dataset \"{id}\" from the Hugging Face Hub ({source}): pass a local copy \
-         with --data (an aclImdb directory, aclImdb_v1.tar.gz, .parquet, .csv or .jsonl)"
+        "cannot download dataset \"{id}\" from the Hugging Face Hub (pass a local copy with \
+         --data: an aclImdb directory, aclImdb_v1.tar.gz, .parquet, .csv or .jsonl)"
     )]
     HubUnavailable {
         /// The dataset's repository id.

@@ -195,11 +195,7 @@ mod tests {
     use super::*;
     use crate::data::fixtures::{write_file, write_tar_gz};
     use crate::data::load;
-
-    const REAL_ARCHIVE: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/data/imdb/aclImdb_v1_labeled.tar.gz"
-    );
+    use crate::test_inputs::shared;
 
     fn sources(examples: &[Example]) -> Vec<&str> {
         examples.iter().map(|e| e.source.as_str()).collect()
@@ -207,13 +203,9 @@ mod tests {
 
     #[test]
     fn real_archive_test_split() {
-        let path = Path::new(REAL_ARCHIVE);
-        if !path.exists() {
-            eprintln!("skipping: {REAL_ARCHIVE} is absent");
-            return;
-        }
+        let path = shared("data/imdb/aclImdb_v1_labeled.tar.gz");
         let start = std::time::Instant::now();
-        let examples = load(path, Split::Test).expect("load the real IMDB test split");
+        let examples = load(&path, Split::Test).expect("load the real IMDB test split");
         eprintln!(
             "loaded {} test reviews in {:.2?}",
             examples.len(),

@@ -13,7 +13,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 use parquet::schema::types::Type;
 
-use super::table::{file_name, is_named, open, parse_label, LABEL_FIELDS, TEXT_FIELDS};
+use super::table::{file_name, find_field, open, parse_label, LABEL_FIELDS, TEXT_FIELDS};
 use super::{Error, Example};
 
 /// Loads every row of a parquet file.
@@ -22,16 +22,9 @@ pub(super) fn load_parquet(path: &Path) -> Result<Vec<Example>, Error> {
         SerializedFileReader::new(open(path)?).map_err(|source| parquet_error(path, source))?;
     let schema = reader.metadata().file_metadata().schema();
     let columns = schema.get_fields();
-    let column = |names: &[&str], field| {
-        names
-            .iter()
-            .find_map(|name| columns.iter().find(|column| is_named(column.name(), name)))
-            .cloned()
-            .ok_or_else(|| Error::MissingField {
-                path: path.to_owned(),
-                line: None,
-                field,
-            })
+    let column = |names, field| {
+        let names_in_file = columns.iter().map(|column| column.name());
+        find_field(names_in_file, names, field, path, None).map(|index| columns[index].clone())
     };
     let text_column = column(TEXT_FIELDS, "text")?;
     let label_column = column(LABEL_FIELDS, "label")?;
@@ -268,9 +261,7 @@ mod tests {
             let error = load(&path, Split::Train).expect_err("corrupt parquet");
             assert!(matches!(error, Error::Parquet { .. }), "{error:?}");
             assert!(
-                error
-                    .to_string()
-                    .contains("bad.parquet: cannot read parquet: "),
+                crate::error_text::describe(&error).contains("bad.parquet: cannot read parquet: "),
                 "{error}"
             );
         }

@@ -30,16 +30,7 @@ pub(super) fn load_csv(path: &Path) -> Result<Vec<Example>, Error> {
         .headers()
         .map_err(|source| csv_error(path, source))?
         .clone();
-    let column = |names: &[&str], field| {
-        names
-            .iter()
-            .find_map(|name| headers.iter().position(|header| is_named(header, name)))
-            .ok_or_else(|| Error::MissingField {
-                path: path.to_owned(),
-                line: None,
-                field,
-            })
-    };
+    let column = |names, field| find_field(headers.iter(), names, field, path, None);
     let text_column = column(TEXT_FIELDS, "text")?;
     let label_column = column(LABEL_FIELDS, "label")?;
 
@@ -117,17 +108,12 @@ fn json_example(
     line: u64,
     file_name: &str,
 ) -> Result<Example, Error> {
-    let mut take = |names: &[&str], field| {
-        let key = names
-            .iter()
-            .find_map(|name| object.keys().find(|key| is_named(key, name)))
-            .cloned();
-        key.and_then(|key| object.remove(&key).map(|value| (key, value)))
-            .ok_or_else(|| Error::MissingField {
-                path: path.to_owned(),
-                line: Some(line),
-                field,
-            })
+    let mut take = |names, field| {
+        let keys = object.keys().map(String::as_str);
+        let index = find_field(keys, names, field, path, Some(line))?;
+        let key = object.keys().nth(index).expect("found above").clone();
+        let value = object.remove(&key).expect("found above");
+        Ok((key, value))
     };
     let (text_key, text) = take(TEXT_FIELDS, "text")?;
     let (_, label) = take(LABEL_FIELDS, "label")?;
@@ -172,8 +158,29 @@ pub(super) fn parse_label(raw: &str) -> Option<u8> {
     }
 }
 
+/// Where among `keys` (CSV headers, parquet columns, JSON keys) the first of `names` that
+/// occurs stands, compared with [`is_named`]: earlier names win over earlier keys.
+///
+/// Errors: [`Error::MissingField`] naming `field` (and `line` of `path`) when none occurs.
+pub(super) fn find_field<'k>(
+    keys: impl Iterator<Item = &'k str> + Clone,
+    names: &[&str],
+    field: &'static str,
+    path: &Path,
+    line: Option<u64>,
+) -> Result<usize, Error> {
+    names
+        .iter()
+        .find_map(|name| keys.clone().position(|key| is_named(key, name)))
+        .ok_or_else(|| Error::MissingField {
+            path: path.to_owned(),
+            line,
+            field,
+        })
+}
+
 /// Whether a CSV header or JSON key is `name`, ignoring ASCII case, whitespace and a BOM.
-pub(super) fn is_named(key: &str, name: &str) -> bool {
+fn is_named(key: &str, name: &str) -> bool {
     key.strip_prefix(BOM)
         .unwrap_or(key)
         .trim()

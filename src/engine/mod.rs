@@ -1,9 +1,18 @@
-//! Runs an exported classifier graph with tract: load and optimize once, run many batches.
+//! Runs an exported classifier graph with tract: parse once, optimize once per input shape,
+//! run many batches.
 //!
-//! [`Engine::load`] parses the ONNX file, keeps `batch` and `sequence` symbolic, optimizes the
-//! graph and makes one runnable plan, shared (`Arc`) by every thread. Each thread that runs
-//! batches repeatedly holds a [`Session`] (tract's per-run state and scratch), so nothing is
-//! re-planned per batch. tract types do not leave this module.
+//! [`Engine::load`] parses the ONNX file and keeps the parsed model. There is no single plan
+//! with symbolic `batch` and `sequence`: tract fuses the element-wise ops only when it knows
+//! their sizes, so the engine optimizes one runnable plan per concrete `(rows, sequence)` shape,
+//! on first use (`plans.rs`). [`Session::classify`] runs each text as its own row, padded up to
+//! a multiple of [`EngineOptions::sequence_bucket`] (16 tokens), so a handful of plans covers
+//! every length; [`Engine::run_all`] runs a batch at its exact shape. Plans live in an LRU cache
+//! of at most [`EngineOptions::plan_cache_size`] (8; the daemon's `model.plans`), shared (`Arc`)
+//! by every clone and thread; each holds its own packed weights, which is most of the daemon's
+//! memory. Loading optimizes the smallest bucket's plan, so a corrupt or foreign file fails
+//! there. Each thread that runs batches repeatedly holds a [`Session`] (tract's per-run state
+//! for each recently used shape, and scratch), so nothing is re-planned per batch once its
+//! shape is cached. tract types do not leave this module.
 //!
 //! ```no_run
 //! use sentimq::engine::Engine;
@@ -31,20 +40,22 @@ use plans::{PlanCache, Shape};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The file is missing or unreadable.
-    #[error("{path}: cannot read model: {reason}")]
+    #[error("{path}: cannot read model")]
     Unreadable {
         /// The model file.
         path: PathBuf,
         /// The I/O error.
-        reason: String,
+        #[source]
+        source: std::io::Error,
     },
     /// tract could not parse, type or optimize the graph (corrupt or foreign file).
-    #[error("{path}: not a usable sentimq ONNX classifier: {reason}")]
+    #[error("{path}: not a usable sentimq ONNX classifier")]
     BadModel {
         /// The model file.
         path: PathBuf,
-        /// tract's error chain.
-        reason: String,
+        /// tract's error, with its context chain as `source()`s.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The graph lacks an output the engine needs.
     #[error("{path}: the graph has no output named {name:?}")]
@@ -69,8 +80,8 @@ pub enum Error {
         mask: usize,
     },
     /// tract failed while running a batch.
-    #[error("inference failed: {0}")]
-    Run(String),
+    #[error("inference failed")]
+    Run(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// A loaded classifier graph with its cache of shape-specialised plans. Cheap to clone
@@ -140,13 +151,13 @@ impl Engine {
     /// Parses an ONNX classifier once and optimizes its smallest sequence bucket, so a corrupt
     /// or foreign file fails here rather than on the first text.
     pub fn load_with(path: &Path, options: EngineOptions) -> Result<Self, Error> {
-        let bytes = std::fs::read(path).map_err(|e| Error::Unreadable {
+        let bytes = std::fs::read(path).map_err(|source| Error::Unreadable {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            source,
         })?;
         let bad = |e: TractError| Error::BadModel {
             path: path.to_path_buf(),
-            reason: format!("{e:#}"),
+            source: e.into(),
         };
         let model = tract_onnx::onnx()
             .model_for_read(&mut bytes.as_slice())
@@ -208,9 +219,7 @@ impl Engine {
             rows: batch.batch,
             sequence: batch.sequence,
         })?;
-        let outputs = plan
-            .run(inputs(batch)?)
-            .map_err(|e| Error::Run(format!("{e:#}")))?;
+        let outputs = plan.run(inputs(batch)?).map_err(run_error)?;
         outputs
             .iter()
             .zip(self.output_names.iter())
@@ -267,7 +276,7 @@ impl Session {
             Some(index) => index,
             None => {
                 let plan = self.engine.plans.get(shape)?;
-                let state = plan.spawn().map_err(|e| Error::Run(format!("{e:#}")))?;
+                let state = plan.spawn().map_err(run_error)?;
                 if self.states.len() >= self.engine.plans.options.plan_cache_size.max(1) {
                     self.states.remove(0);
                 }
@@ -276,11 +285,14 @@ impl Session {
             }
         };
         let state = &mut self.states[index].1;
-        let outputs = state
-            .run(inputs(&self.row)?)
-            .map_err(|e| Error::Run(format!("{e:#}")))?;
+        let outputs = state.run(inputs(&self.row)?).map_err(run_error)?;
         to_f32_vec(&outputs[self.engine.probabilities])
     }
+}
+
+/// tract's error (anyhow's, whose context chain becomes `source()`s) as [`Error::Run`].
+fn run_error(error: TractError) -> Error {
+    Error::Run(error.into())
 }
 
 fn check_batch(batch: &TokenBatch) -> Result<(), Error> {
@@ -299,23 +311,15 @@ fn check_batch(batch: &TokenBatch) -> Result<(), Error> {
 fn inputs(batch: &TokenBatch) -> Result<TVec<TValue>, Error> {
     check_batch(batch)?;
     let (rows, seq) = (batch.batch, batch.sequence);
-    let ids = Tensor::from_shape(&[rows, seq], &batch.input_ids)
-        .map_err(|e| Error::Run(format!("{e:#}")))?;
-    let mask = Tensor::from_shape(&[rows, seq], &batch.attention_mask)
-        .map_err(|e| Error::Run(format!("{e:#}")))?;
+    let ids = Tensor::from_shape(&[rows, seq], &batch.input_ids).map_err(run_error)?;
+    let mask = Tensor::from_shape(&[rows, seq], &batch.attention_mask).map_err(run_error)?;
     Ok(tvec!(ids.into_tvalue(), mask.into_tvalue()))
 }
 
 fn to_f32_vec(value: &TValue) -> Result<Vec<f32>, Error> {
-    let values = value
-        .cast_to::<f32>()
-        .map_err(|e| Error::Run(format!("{e:#}")))?;
-    let view = values
-        .try_as_plain_ram()
-        .map_err(|e| Error::Run(format!("{e:#}")))?;
-    let slice = view
-        .as_slice::<f32>()
-        .map_err(|e| Error::Run(format!("{e:#}")))?;
+    let values = value.cast_to::<f32>().map_err(run_error)?;
+    let view = values.try_as_plain_ram().map_err(run_error)?;
+    let slice = view.as_slice::<f32>().map_err(run_error)?;
     Ok(slice.to_vec())
 }
 

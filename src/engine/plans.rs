@@ -95,7 +95,7 @@ impl PlanCache {
     fn optimize(&self, shape: Shape) -> Result<Plan, Error> {
         let bad = |e: TractError| Error::BadModel {
             path: self.path.clone(),
-            reason: format!("{e:#}"),
+            source: e.into(),
         };
         let fact = InferenceFact::dt_shape(i64::datum_type(), tvec!(shape.rows, shape.sequence));
         self.model

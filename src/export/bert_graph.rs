@@ -17,7 +17,7 @@
 //!   `MatMulInteger` against per-output-channel int8 weights and one rescale. Per-token scales
 //!   make a text's result independent of what it is batched with. Never QDQ.
 
-use crate::checkpoint::{BertConfig, Tensor, TensorMap};
+use crate::checkpoint::{BertConfig, HiddenAct, Tensor, TensorMap};
 
 use super::onnx::{value_info, Attr, Dim, FloatType, GraphBuilder};
 use super::quantize::{quantize_rows, transpose};
@@ -363,7 +363,7 @@ impl<'a> Emitter<'a> {
         let residual = self.graph.op("Add", &[&attn_out, &queries], vec![]);
         let attn = self.layer_norm(&residual, &format!("{p}.attention.output.LayerNorm"))?;
         let inter = self.linear_named(&attn, &format!("{p}.intermediate.dense"))?;
-        let (activated, out_factor) = self.activation(&inter)?;
+        let (activated, out_factor) = self.activation(&inter);
         let w = self.tensor(&format!("{p}.output.dense.weight"))?;
         let b = self.tensor(&format!("{p}.output.dense.bias"))?;
         let (out, inp) = (w.shape[0], w.shape[1]);
@@ -375,19 +375,19 @@ impl<'a> Emitter<'a> {
     }
 
     /// The FFN activation, and the factor folded into the next projection's weights.
-    fn activation(&mut self, x: &str) -> Result<(String, f32), Error> {
-        match self.config.hidden_act.as_str() {
+    fn activation(&mut self, x: &str) -> (String, f32) {
+        match self.config.hidden_act {
             // 0.5·x·(1 + erf(x/√2)); the 0.5 goes into the next weight (exact: a power of two).
-            "gelu" => {
+            HiddenAct::Gelu => {
                 let inv_sqrt2 = self.graph.scalar(std::f32::consts::FRAC_1_SQRT_2);
                 let scaled = self.graph.op("Mul", &[x, &inv_sqrt2], vec![]);
                 let erf = self.graph.op("Erf", &[&scaled], vec![]);
                 let one = self.graph.scalar(1.0);
                 let shifted = self.graph.op("Add", &[&erf, &one], vec![]);
-                Ok((self.graph.op("Mul", &[x, &shifted], vec![]), 0.5))
+                (self.graph.op("Mul", &[x, &shifted], vec![]), 0.5)
             }
             // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => {
+            HiddenAct::GeluTanh => {
                 let cube = self.graph.op("Mul", &[x, x], vec![]);
                 let cube = self.graph.op("Mul", &[&cube, x], vec![]);
                 let c = self.graph.scalar(0.044715);
@@ -398,12 +398,9 @@ impl<'a> Emitter<'a> {
                 let tanh = self.graph.op("Tanh", &[&inner], vec![]);
                 let one = self.graph.scalar(1.0);
                 let shifted = self.graph.op("Add", &[&tanh, &one], vec![]);
-                Ok((self.graph.op("Mul", &[x, &shifted], vec![]), 0.5))
+                (self.graph.op("Mul", &[x, &shifted], vec![]), 0.5)
             }
-            "relu" => Ok((self.graph.op("Relu", &[x], vec![]), 1.0)),
-            other => Err(Error::UnsupportedActivation {
-                name: other.to_string(),
-            }),
+            HiddenAct::Relu => (self.graph.op("Relu", &[x], vec![]), 1.0),
         }
     }
 

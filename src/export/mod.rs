@@ -18,9 +18,10 @@ use std::path::{Path, PathBuf};
 pub use bert_graph::{classifier_graph, GraphOptions, Precision};
 
 use crate::adapter::{self, LoraAdapter};
-use crate::checkpoint::{self, BertConfig, Checkpoint, Tensor, TensorMap};
+use crate::checkpoint::{self, BertConfig, Checkpoint, TensorMap};
 use crate::engine::{self, Engine};
 use crate::manifest::{self, AdapterSummary, BaseModel, ModelManifest, Parity};
+use crate::metrics::argmax;
 use crate::tokenizer::{self, Encoded, TextTokenizer, TokenBatch, Truncation};
 
 /// Errors of the build step.
@@ -48,12 +49,6 @@ pub enum Error {
     #[error("merged weights lack tensor {name}")]
     MissingWeight {
         /// The canonical tensor name.
-        name: String,
-    },
-    /// config.json names an activation the exporter does not write.
-    #[error("config.json: hidden_act {name:?} is not supported (use gelu, gelu_new or relu)")]
-    UnsupportedActivation {
-        /// The activation name.
         name: String,
     },
     /// A token id or position is beyond the embedding tables.
@@ -88,13 +83,29 @@ pub enum Error {
         /// Measured label agreement.
         agreement: f64,
     },
+    /// A graph built with its hidden-state outputs lacks one the reference check compares.
+    #[error("the f32 graph has no output named {name:?}")]
+    MissingOutput {
+        /// The expected output name (`last_hidden_state` or `logits`).
+        name: &'static str,
+    },
     /// Writing an output file failed.
-    #[error("{path}: cannot write: {reason}")]
+    #[error("{path}: cannot write")]
     Write {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        reason: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading a file back (for its digest) failed.
+    #[error("{path}: cannot read")]
+    Read {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
     },
 }
 
@@ -156,9 +167,9 @@ pub fn build(options: &BuildOptions) -> Result<BuildReport, Error> {
     let checkpoint = Checkpoint::load(&base.dir)?;
     let (weights, adapter_summary) = merged_weights(&checkpoint, options)?;
     let out = &options.out;
-    std::fs::create_dir_all(out).map_err(|e| Error::Write {
+    std::fs::create_dir_all(out).map_err(|source| Error::Write {
         path: out.clone(),
-        reason: e.to_string(),
+        source,
     })?;
 
     let tokenizer = TextTokenizer::from_dir(&base.dir, options.truncation)?;
@@ -227,7 +238,7 @@ fn merged_weights(
             Ok((weights, Some(adapter.summary())))
         }
         (None, true) => {
-            insert_random_head(
+            checkpoint::insert_random_head(
                 &mut weights,
                 &checkpoint.config,
                 options.labels.len(),
@@ -237,47 +248,6 @@ fn merged_weights(
         }
         (None, false) => Err(Error::NoAdapter),
     }
-}
-
-/// A seeded N(0, 0.02²)-like classifier (and pooler, when the base has none), as HF initialises.
-pub fn insert_random_head(weights: &mut TensorMap, config: &BertConfig, labels: usize, seed: u64) {
-    let h = config.hidden_size;
-    let mut rng = crate::rng::SplitMix64::new(seed);
-    let mut normal = |n: usize| {
-        (0..n)
-            .map(|_| rng.normal() as f32 * 0.02)
-            .collect::<Vec<f32>>()
-    };
-    if !weights.contains_key("pooler.dense.weight") {
-        weights.insert(
-            "pooler.dense.weight".into(),
-            Tensor {
-                shape: vec![h, h],
-                data: normal(h * h),
-            },
-        );
-        weights.insert(
-            "pooler.dense.bias".into(),
-            Tensor {
-                shape: vec![h],
-                data: vec![0.0; h],
-            },
-        );
-    }
-    weights.insert(
-        "classifier.weight".into(),
-        Tensor {
-            shape: vec![labels, h],
-            data: normal(labels * h),
-        },
-    );
-    weights.insert(
-        "classifier.bias".into(),
-        Tensor {
-            shape: vec![labels],
-            data: vec![0.0; labels],
-        },
-    );
 }
 
 /// Writes one graph file.
@@ -295,9 +265,9 @@ pub fn write_graph(
             with_hidden_states: false,
         },
     )?;
-    std::fs::write(path, onnx::encode(&model)).map_err(|e| Error::Write {
+    std::fs::write(path, onnx::encode(&model)).map_err(|source| Error::Write {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        source,
     })
 }
 
@@ -318,9 +288,9 @@ fn check_against_reference(
         },
     )?;
     let path = out.join(".reference-check.onnx");
-    std::fs::write(&path, onnx::encode(&graph)).map_err(|e| Error::Write {
+    std::fs::write(&path, onnx::encode(&graph)).map_err(|source| Error::Write {
         path: path.clone(),
-        reason: e.to_string(),
+        source,
     })?;
     let engine = Engine::load(&path);
     let _ = std::fs::remove_file(&path);
@@ -337,7 +307,7 @@ fn check_against_reference(
             let found = outputs
                 .iter()
                 .find(|o| o.name == name)
-                .ok_or(Error::MissingWeight { name: name.into() })?;
+                .ok_or(Error::MissingOutput { name })?;
             let diff = reference
                 .iter()
                 .zip(&found.values)
@@ -366,11 +336,6 @@ pub fn measure_parity(
     let batch = TokenBatch::from_encoded(samples, pad_id);
     let expected = Engine::load(reference)?.classify(&batch)?;
     let found = Engine::load(candidate)?.classify(&batch)?;
-    let argmax = |row: &[f32]| {
-        row.iter()
-            .enumerate()
-            .fold(0, |b, (i, p)| if *p > row[b] { i } else { b })
-    };
     let mut agree = 0;
     let mut max_diff = 0f64;
     for (e, f) in expected.iter().zip(found.iter()) {
@@ -407,9 +372,9 @@ fn architecture(config: &BertConfig) -> String {
 }
 
 fn digest(path: &Path) -> Result<manifest::FileDigest, Error> {
-    manifest::digest_file(path).map_err(|e| Error::Write {
+    manifest::digest_file(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
-        reason: e.to_string(),
+        source,
     })
 }
 
@@ -417,9 +382,9 @@ fn digest(path: &Path) -> Result<manifest::FileDigest, Error> {
 fn directory_digests(
     dir: &Path,
 ) -> Result<std::collections::BTreeMap<String, manifest::FileDigest>, Error> {
-    let io = |e: std::io::Error| Error::Write {
+    let io = |source: std::io::Error| Error::Read {
         path: dir.to_path_buf(),
-        reason: e.to_string(),
+        source,
     };
     let mut files = std::collections::BTreeMap::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {

@@ -3,7 +3,7 @@
 //!
 //! One unpadded sequence at a time; speed is irrelevant, clarity is the point.
 
-use crate::checkpoint::{BertConfig, Tensor, TensorMap};
+use crate::checkpoint::{BertConfig, HiddenAct, Tensor, TensorMap};
 
 use super::Error;
 
@@ -105,7 +105,7 @@ pub fn forward(
             w("intermediate.dense.weight")?,
             w("intermediate.dense.bias")?,
         );
-        activate(&mut inter, &config.hidden_act)?;
+        activate(&mut inter, config.hidden_act);
         let mut out = linear(
             &inter,
             seq,
@@ -199,23 +199,17 @@ fn attention(q: &[f32], k: &[f32], v: &[f32], seq: usize, heads: usize, d: usize
     context
 }
 
-fn activate(x: &mut [f32], act: &str) -> Result<(), Error> {
+fn activate(x: &mut [f32], act: HiddenAct) {
     match act {
-        "gelu" => x
+        HiddenAct::Gelu => x
             .iter_mut()
             .for_each(|v| *v = 0.5 * *v * (1.0 + erf(*v / std::f32::consts::SQRT_2))),
-        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => x.iter_mut().for_each(|v| {
+        HiddenAct::GeluTanh => x.iter_mut().for_each(|v| {
             let inner = (2.0 / std::f32::consts::PI).sqrt() * (*v + 0.044715 * *v * *v * *v);
             *v = 0.5 * *v * (1.0 + inner.tanh());
         }),
-        "relu" => x.iter_mut().for_each(|v| *v = v.max(0.0)),
-        other => {
-            return Err(Error::UnsupportedActivation {
-                name: other.to_string(),
-            })
-        }
+        HiddenAct::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
     }
-    Ok(())
 }
 
 /// erf via f64 (Abramowitz–Stegun 7.1.26 is too coarse for a 1e-4 reference): a series for

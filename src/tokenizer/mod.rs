@@ -37,12 +37,19 @@ pub enum Error {
         dir: PathBuf,
     },
     /// The tokenizer file exists but cannot be read or parsed.
-    #[error("{path}: unreadable tokenizer: {reason}")]
+    #[error("{path}: unreadable tokenizer")]
     Unreadable {
         /// The file that failed.
         path: PathBuf,
-        /// What the tokenizers crate or the file system said.
-        reason: String,
+        /// What the tokenizers crate, the JSON parser or the file system said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `vocab.txt` holds no token.
+    #[error("{path}: the vocabulary is empty")]
+    EmptyVocabulary {
+        /// The vocabulary file.
+        path: PathBuf,
     },
     /// A special token that BERT classification needs is not in the vocabulary.
     #[error("{path}: the vocabulary has no {token} token")]
@@ -61,15 +68,16 @@ pub enum Error {
         head_tokens: usize,
     },
     /// The tokenizer failed on a text (should not happen for valid UTF-8).
-    #[error("tokenizing failed: {0}")]
-    Encode(String),
+    #[error("tokenizing failed")]
+    Encode(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Writing `tokenizer.json` failed.
-    #[error("{path}: cannot write tokenizer: {reason}")]
+    #[error("{path}: cannot write tokenizer")]
     Save {
         /// The destination.
         path: PathBuf,
         /// The underlying failure.
-        reason: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -166,30 +174,24 @@ impl TextTokenizer {
 
     /// Loads a Hugging Face `tokenizer.json`.
     pub fn from_tokenizer_json(path: &Path, truncation: Truncation) -> Result<Self, Error> {
-        let inner = Tokenizer::from_file(path).map_err(|e| Error::Unreadable {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let inner = Tokenizer::from_file(path).map_err(unreadable(path))?;
         Self::wrap(inner, path, truncation)
     }
 
     /// Builds the standard BERT tokenizer (BertNormalizer, BertPreTokenizer, WordPiece,
     /// `[CLS] … [SEP]`) from a `vocab.txt`, as `BertTokenizerFast` does.
     pub fn from_vocab(path: &Path, lowercase: bool, truncation: Truncation) -> Result<Self, Error> {
-        let unreadable = |reason: String| Error::Unreadable {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let vocab =
-            WordPiece::read_file(&path.to_string_lossy()).map_err(|e| unreadable(e.to_string()))?;
+        let vocab = WordPiece::read_file(&path.to_string_lossy()).map_err(unreadable(path))?;
         if vocab.is_empty() {
-            return Err(unreadable("the vocabulary is empty".into()));
+            return Err(Error::EmptyVocabulary {
+                path: path.to_path_buf(),
+            });
         }
         let model = WordPiece::builder()
             .vocab(vocab)
             .unk_token("[UNK]".into())
             .build()
-            .map_err(|e| unreadable(e.to_string()))?;
+            .map_err(unreadable(path))?;
         let mut inner = Tokenizer::new(model);
         let cls = inner.token_to_id("[CLS]");
         let sep = inner.token_to_id("[SEP]");
@@ -203,7 +205,7 @@ impl TextTokenizer {
         // strip_accents None follows `lowercase`, exactly as BertTokenizerFast.
         inner
             .with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)))
-            .map_err(|e| unreadable(e.to_string()))?;
+            .map_err(unreadable(path))?;
         inner.with_pre_tokenizer(Some(BertPreTokenizer));
         inner.with_post_processor(Some(BertProcessing::new(
             ("[SEP]".into(), sep),
@@ -226,10 +228,7 @@ impl TextTokenizer {
         let pad_id = special("[PAD]").unwrap_or(0);
         // Truncation and padding are ours (head+tail, pad to the batch's longest).
         inner.with_padding(None);
-        inner.with_truncation(None).map_err(|e| Error::Unreadable {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        inner.with_truncation(None).map_err(unreadable(path))?;
         Ok(TextTokenizer {
             inner,
             truncation,
@@ -288,10 +287,7 @@ impl TextTokenizer {
 
     /// Word-piece ids of `text`, no special tokens, no truncation.
     pub fn word_pieces(&self, text: &str) -> Result<Vec<u32>, Error> {
-        let encoding = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| Error::Encode(e.to_string()))?;
+        let encoding = self.inner.encode_fast(text, false).map_err(Error::Encode)?;
         Ok(encoding.get_ids().to_vec())
     }
 
@@ -339,9 +335,9 @@ impl TextTokenizer {
 
     /// Writes the tokenizer as `tokenizer.json`, without truncation or padding settings.
     pub fn save(&self, path: &Path) -> Result<(), Error> {
-        self.inner.save(path, true).map_err(|e| Error::Save {
+        self.inner.save(path, true).map_err(|source| Error::Save {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            source,
         })
     }
 }
@@ -362,6 +358,17 @@ fn whitespace_after(text: &str, start: usize) -> Option<usize> {
         .map(|i| i + 1)
 }
 
+/// `map_err` adapter: `path` could not be read or parsed ([`Error::Unreadable`]).
+fn unreadable<E>(path: &Path) -> impl FnOnce(E) -> Error + '_
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    move |error| Error::Unreadable {
+        path: path.to_path_buf(),
+        source: error.into(),
+    }
+}
+
 /// `do_lower_case` from `tokenizer_config.json`; true (uncased BERT) when the file is absent.
 fn read_do_lower_case(path: &Path) -> Result<bool, Error> {
     #[derive(Deserialize)]
@@ -375,13 +382,8 @@ fn read_do_lower_case(path: &Path) -> Result<bool, Error> {
     if !path.is_file() {
         return Ok(true);
     }
-    let unreadable = |reason: String| Error::Unreadable {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
-    let config: TokenizerConfig =
-        serde_json::from_str(&text).map_err(|e| unreadable(e.to_string()))?;
+    let text = std::fs::read_to_string(path).map_err(unreadable(path))?;
+    let config: TokenizerConfig = serde_json::from_str(&text).map_err(unreadable(path))?;
     Ok(config.do_lower_case)
 }
 

@@ -1,20 +1,9 @@
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::*;
+use crate::test_inputs::shared;
 
-fn shared(relative: &str) -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared")
-        .join(relative);
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!("skipping: {} is absent", path.display());
-        None
-    }
-}
-
-fn minilm_dir() -> Option<PathBuf> {
+fn minilm_dir() -> PathBuf {
     shared("models/all-MiniLM-L6-v2")
 }
 
@@ -30,10 +19,10 @@ struct Golden {
     cases: Vec<GoldenCase>,
 }
 
-fn golden() -> Option<Golden> {
-    let path = shared("fixtures/golden-tokenizer.json")?;
+fn golden() -> Golden {
+    let path = shared("fixtures/golden-tokenizer.json");
     let text = std::fs::read_to_string(path).expect("golden file readable");
-    Some(serde_json::from_str(&text).expect("golden file parses"))
+    serde_json::from_str(&text).expect("golden file parses")
 }
 
 fn check_golden(tokenizer: &TextTokenizer, golden: &Golden) {
@@ -54,9 +43,7 @@ fn check_golden(tokenizer: &TextTokenizer, golden: &Golden) {
 
 #[test]
 fn tokenizer_json_matches_golden_ids() {
-    let (Some(dir), Some(golden)) = (minilm_dir(), golden()) else {
-        return;
-    };
+    let (dir, golden) = (minilm_dir(), golden());
     let tokenizer =
         TextTokenizer::from_tokenizer_json(&dir.join("tokenizer.json"), Truncation::head_only(128))
             .unwrap();
@@ -65,9 +52,7 @@ fn tokenizer_json_matches_golden_ids() {
 
 #[test]
 fn vocab_txt_matches_golden_ids() {
-    let (Some(dir), Some(golden)) = (shared("fixtures/tinybert-format"), golden()) else {
-        return;
-    };
+    let (dir, golden) = (shared("fixtures/tinybert-format"), golden());
     // TinyBERT ships vocab.txt only: from_dir must build the tokenizer from it.
     assert!(!dir.join("tokenizer.json").exists());
     let tokenizer = TextTokenizer::from_dir(&dir, Truncation::head_only(128)).unwrap();
@@ -76,9 +61,7 @@ fn vocab_txt_matches_golden_ids() {
 
 #[test]
 fn saved_vocab_tokenizer_round_trips() {
-    let (Some(dir), Some(golden)) = (shared("fixtures/tinybert-format"), golden()) else {
-        return;
-    };
+    let (dir, golden) = (shared("fixtures/tinybert-format"), golden());
     let built = TextTokenizer::from_dir(&dir, Truncation::head_only(128)).unwrap();
     let out = tempfile::tempdir().unwrap();
     built.save(&out.path().join("tokenizer.json")).unwrap();
@@ -88,7 +71,7 @@ fn saved_vocab_tokenizer_round_trips() {
 
 #[test]
 fn head_tail_keeps_first_and_last_pieces() {
-    let Some(dir) = minilm_dir() else { return };
+    let dir = minilm_dir();
     let tokenizer = TextTokenizer::from_dir(&dir, Truncation::head_tail(16, 6)).unwrap();
     let text: String = (0..200).map(|i| format!("w{i} ")).collect();
     let pieces = tokenizer.word_pieces(&text).unwrap();
@@ -103,7 +86,7 @@ fn head_tail_keeps_first_and_last_pieces() {
 
 #[test]
 fn short_text_is_not_truncated() {
-    let Some(dir) = minilm_dir() else { return };
+    let dir = minilm_dir();
     let tokenizer = TextTokenizer::from_dir(&dir, Truncation::head_tail(16, 6)).unwrap();
     let encoded = tokenizer.encode("a fine film").unwrap();
     assert!(!encoded.is_truncated);
@@ -112,7 +95,7 @@ fn short_text_is_not_truncated() {
 
 #[test]
 fn window_shortcut_equals_full_tokenization() {
-    let Some(dir) = minilm_dir() else { return };
+    let dir = minilm_dir();
     let tokenizer = TextTokenizer::from_dir(&dir, Truncation::head_tail(64, 20)).unwrap();
     let sentence = "The acting was superb, the plot—unbelievable! Café crème. ";
     let text = sentence.repeat(400);
@@ -128,7 +111,7 @@ fn window_shortcut_equals_full_tokenization() {
 
 #[test]
 fn megabyte_text_and_unbroken_text_are_handled() {
-    let Some(dir) = minilm_dir() else { return };
+    let dir = minilm_dir();
     let tokenizer = TextTokenizer::from_dir(&dir, Truncation::head_tail(256, 128)).unwrap();
     let long = "great movie ".repeat(90_000);
     let encoded = tokenizer.encode(&long).unwrap();
@@ -142,7 +125,7 @@ fn megabyte_text_and_unbroken_text_are_handled() {
 
 #[test]
 fn empty_text_is_cls_sep() {
-    let Some(dir) = minilm_dir() else { return };
+    let dir = minilm_dir();
     let tokenizer = TextTokenizer::from_dir(&dir, Truncation::head_tail(256, 128)).unwrap();
     let encoded = tokenizer.encode("").unwrap();
     assert_eq!(encoded.ids, vec![tokenizer.cls_id(), tokenizer.sep_id()]);

@@ -2,7 +2,7 @@
 //! order that is a pure function of `(seed, epoch)` — which is what lets `--resume` rebuild the
 //! exact data order from a position alone.
 //!
-//! Each epoch shuffles the examples, cuts them into pools of [`POOL_BATCHES`] batches, sorts
+//! Each epoch shuffles the examples, cuts them into pools of `POOL_BATCHES` batches, sorts
 //! each pool by length, cuts it into batches and shuffles the batches. Each batch is padded to
 //! its longest text only ([`TokenBatch`]).
 
@@ -13,7 +13,7 @@ use crate::tokenizer::{Encoded, TokenBatch};
 
 /// Batches per length-sorting pool: large enough that neighbours have similar lengths, small
 /// enough that batches still mix reviews from all over the epoch.
-pub const POOL_BATCHES: usize = 50;
+pub(crate) const POOL_BATCHES: usize = 50;
 
 /// Tokenized examples with their labels.
 #[derive(Clone, Debug, Default)]
@@ -36,13 +36,18 @@ impl EncodedSet {
     }
 
     /// Token count of each example.
-    pub fn lengths(&self) -> Vec<usize> {
+    pub(crate) fn lengths(&self) -> Vec<usize> {
         self.items.iter().map(|e| e.ids.len()).collect()
     }
 }
 
 /// The batches of epoch `epoch` (0-based), as example indices.
-pub fn epoch_batches(lengths: &[usize], batch: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
+pub(crate) fn epoch_batches(
+    lengths: &[usize],
+    batch: usize,
+    seed: u64,
+    epoch: usize,
+) -> Vec<Vec<usize>> {
     let batch = batch.max(1);
     let mut rng =
         SplitMix64::new(seed ^ 0xBA7C_4E55 ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -58,7 +63,7 @@ pub fn epoch_batches(lengths: &[usize], batch: usize, seed: u64, epoch: usize) -
 }
 
 /// The batches of an evaluation pass: sorted by length, in order (no randomness needed).
-pub fn eval_batches(lengths: &[usize], batch: usize) -> Vec<Vec<usize>> {
+pub(crate) fn eval_batches(lengths: &[usize], batch: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.sort_by_key(|&i| (lengths[i], i));
     order.chunks(batch.max(1)).map(<[usize]>::to_vec).collect()

@@ -44,8 +44,8 @@ pub struct RunState {
     pub config: TrainConfig,
 }
 
-/// A loaded checkpoint.
-pub struct Checkpoint {
+/// A loaded training checkpoint: what a resumed run restores.
+pub struct RunCheckpoint {
     /// The state.
     pub state: RunState,
     /// Trainable tensors by canonical name.
@@ -75,9 +75,9 @@ pub fn save(
         let path = tmp.join(file);
         let tensors: Vec<(String, &crate::checkpoint::Tensor)> =
             map.iter().map(|(k, v)| (k.clone(), v)).collect();
-        write_safetensors(&tensors, &path).map_err(|e| Error::CorruptCheckpoint {
+        write_safetensors(&tensors, &path).map_err(|source| Error::WriteTensors {
             path: path.clone(),
-            reason: e.to_string(),
+            source: Box::new(source),
         })
     };
     safetensors(trainable, TRAINABLE_FILE)?;
@@ -95,27 +95,29 @@ pub fn save(
 ///
 /// Errors: [`Error::NoCheckpoint`] when there is none; [`Error::CorruptCheckpoint`] when a
 /// file is unreadable.
-pub fn load(run_dir: &Path) -> Result<Checkpoint, Error> {
+pub fn load(run_dir: &Path) -> Result<RunCheckpoint, Error> {
     let dir = run_dir.join(DIR);
     let state_path = dir.join(STATE_FILE);
     if !state_path.is_file() {
         return Err(Error::NoCheckpoint { dir });
     }
-    let corrupt = |path: &PathBuf, reason: String| Error::CorruptCheckpoint {
-        path: path.clone(),
-        reason,
+    let corrupt = |path: &PathBuf, source: Box<dyn std::error::Error + Send + Sync>| {
+        Error::CorruptCheckpoint {
+            path: path.clone(),
+            source,
+        }
     };
     let text = std::fs::read_to_string(&state_path).map_err(|source| Error::Read {
         path: state_path.clone(),
         source,
     })?;
     let state: RunState =
-        serde_json::from_str(&text).map_err(|e| corrupt(&state_path, e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| corrupt(&state_path, e.into()))?;
     let read = |file: &str| {
         let path = dir.join(file);
-        read_safetensors(&path).map_err(|e| corrupt(&path, e.to_string()))
+        read_safetensors(&path).map_err(|e| corrupt(&path, e.into()))
     };
-    Ok(Checkpoint {
+    Ok(RunCheckpoint {
         state,
         trainable: read(TRAINABLE_FILE)?,
         moments: read(OPTIMIZER_FILE)?,

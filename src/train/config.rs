@@ -16,7 +16,7 @@ pub const DEFAULT_LORA_LR: f64 = 5e-4;
 pub const DEFAULT_FULL_LR: f64 = 3e-5;
 
 /// Every setting of a run. The settings that shape the schedule are recorded in the checkpoint
-/// and must match on `--resume` ([`TrainConfig::schedule_fields`]).
+/// and must match on `--resume` (`TrainConfig::schedule_fields`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     /// Base checkpoint: a local directory or a Hugging Face id.
@@ -110,7 +110,7 @@ impl TrainConfig {
     }
 
     /// The peak learning rate in effect.
-    pub fn peak_lr(&self) -> f64 {
+    pub(crate) fn peak_lr(&self) -> f64 {
         self.lr.unwrap_or(if self.full {
             DEFAULT_FULL_LR
         } else {
@@ -119,12 +119,12 @@ impl TrainConfig {
     }
 
     /// Checks ranges, naming the flag.
-    pub fn validate(&self) -> Result<(), Error> {
-        let invalid = |flag, value: String, reason: &str| {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let invalid = |flag, value: String, requirement: &str| {
             Err(Error::InvalidFlag {
                 flag,
                 value,
-                reason: reason.into(),
+                requirement: requirement.into(),
             })
         };
         let positive = [
@@ -152,8 +152,8 @@ impl TrainConfig {
             ("weight-decay", self.weight_decay, 0.0..=1.0),
         ];
         if let Some((flag, value, range)) = fractions.iter().find(|(_, v, r)| !r.contains(v)) {
-            let reason = format!("must be in {}..={}", range.start(), range.end());
-            return invalid(flag, value.to_string(), &reason);
+            let requirement = format!("must be in {}..={}", range.start(), range.end());
+            return invalid(flag, value.to_string(), &requirement);
         }
         if !(self.max_grad_norm.is_finite() && self.max_grad_norm >= 0.0) {
             return invalid(
@@ -183,7 +183,7 @@ impl TrainConfig {
 
     /// The settings that define the run's schedule and model, as `(flag, value)`: a resumed run
     /// must have the same ones.
-    pub fn schedule_fields(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn schedule_fields(&self) -> Vec<(&'static str, String)> {
         vec![
             ("--base", self.base.clone()),
             ("--data", self.data.display().to_string()),
@@ -227,30 +227,34 @@ pub enum DeviceSpec {
 impl DeviceSpec {
     /// Opens the device.
     ///
-    /// Errors: [`Error::DeviceUnavailable`] when this build lacks the backend or the device
-    /// does not exist.
-    pub fn open(&self) -> Result<Device, Error> {
-        let unavailable = |reason: String| Error::DeviceUnavailable {
+    /// Errors: [`Error::DeviceUnavailable`] when this build lacks the backend;
+    /// [`Error::DeviceOpen`] when the device does not exist or fails to open.
+    pub(crate) fn open(&self) -> Result<Device, Error> {
+        let unavailable = |detail| Error::DeviceUnavailable {
             device: self.to_string(),
-            reason,
+            detail,
+        };
+        let open_error = |source| Error::DeviceOpen {
+            device: self.to_string(),
+            source,
         };
         match self {
             DeviceSpec::Cpu => Ok(Device::Cpu),
             DeviceSpec::Cuda(n) => {
                 if !candle_core::utils::cuda_is_available() {
                     return Err(unavailable(
-                        "this sentimq was built without CUDA; rebuild with `--features cuda` (needs nvcc)".into(),
+                        "this sentimq was built without CUDA; rebuild with `--features cuda` (needs nvcc)",
                     ));
                 }
-                Device::new_cuda(*n).map_err(|e| unavailable(e.to_string()))
+                Device::new_cuda(*n).map_err(open_error)
             }
             DeviceSpec::Metal(n) => {
                 if !candle_core::utils::metal_is_available() {
                     return Err(unavailable(
-                        "this sentimq was built without Metal support (candle's `metal` feature, macOS only)".into(),
+                        "this sentimq was built without Metal support (candle's `metal` feature, macOS only)",
                     ));
                 }
-                Device::new_metal(*n).map_err(|e| unavailable(e.to_string()))
+                Device::new_metal(*n).map_err(open_error)
             }
         }
     }

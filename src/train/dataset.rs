@@ -13,10 +13,10 @@ use super::batches::EncodedSet;
 use super::{Error, TrainConfig};
 
 /// Fewest training examples a run accepts (one per class, and one batch to learn from).
-pub const MIN_TRAIN_EXAMPLES: usize = 2;
+pub(crate) const MIN_TRAIN_EXAMPLES: usize = 2;
 
 /// The tokenized sets of one run.
-pub struct RunData {
+pub(crate) struct RunData {
     /// What the optimizer sees.
     pub train: EncodedSet,
     /// Held out from train, evaluated after each epoch; may be empty with fraction 0.
@@ -32,12 +32,12 @@ pub struct RunData {
 /// Errors: [`Error::Data`] for unreadable or malformed data (missing path, empty split, labels
 /// other than 0/1, one class only); [`Error::InvalidFlag`] for `--eval-test` on a source with
 /// no separate test split; [`Error::TooFewExamples`].
-pub fn prepare(config: &TrainConfig, tokenizer: &TextTokenizer) -> Result<RunData, Error> {
+pub(crate) fn prepare(config: &TrainConfig, tokenizer: &TextTokenizer) -> Result<RunData, Error> {
     if config.eval_test.is_some() && !has_test_split(&config.data) {
         return Err(Error::InvalidFlag {
             flag: "eval-test",
             value: format!("{:?}", config.eval_test),
-            reason: format!(
+            requirement: format!(
                 "{} holds one split only; --eval-test needs an aclImdb directory or archive",
                 config.data.display()
             ),

@@ -7,7 +7,7 @@
 //! - on a GPU, the device's own generator (cuRAND on CUDA) is re-seeded for each micro-batch and
 //!   draws them where they are used. Drawing on the host costs a GPU run most of its step time:
 //!   BERT-base at batch 16 × 128 tokens needs about 130 million draws per update, while a
-//!   whole PyTorch update of it takes ~30 ms on an H200. [`DropoutMasks::on_host`] still draws the CPU's masks on
+//!   whole PyTorch update of it takes ~30 ms on an H200. `DropoutMasks::on_host` still draws the CPU's masks on
 //!   any device, which makes a GPU run comparable with a CPU run, mask for mask.
 
 use std::cell::RefCell;
@@ -33,11 +33,6 @@ impl Mode<'_> {
             Mode::Train(masks) if p > 0.0 => masks.apply(xs, p),
             _ => Ok(xs.clone()),
         }
-    }
-
-    /// Whether this pass trains.
-    pub fn is_train(&self) -> bool {
-        matches!(self, Mode::Train(_))
     }
 }
 
@@ -73,7 +68,7 @@ impl DropoutMasks {
 
     /// The same masks as [`DropoutMasks::new`] gives on the CPU, drawn on the host and uploaded
     /// to `device`.
-    pub fn on_host(seed: u64, position: u64, device: &Device) -> Self {
+    pub(crate) fn on_host(seed: u64, position: u64, device: &Device) -> Self {
         DropoutMasks {
             source: Source::Host(RefCell::new(SplitMix64::new(stream_seed(seed, position)))),
             device: device.clone(),

@@ -6,31 +6,40 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The base checkpoint could not be resolved or loaded.
-    #[error("loading the base model: {0}")]
+    #[error("loading the base model")]
     Checkpoint(#[from] crate::checkpoint::Error),
     /// The tokenizer next to the base checkpoint could not be loaded, or a text not encoded.
-    #[error("tokenizer of the base model: {0}")]
+    #[error("tokenizer of the base model")]
     Tokenizer(#[from] crate::tokenizer::Error),
     /// The dataset could not be read (missing directory, empty split, bad labels, ...).
-    #[error("reading the training data: {0}")]
+    #[error("reading the training data")]
     Data(#[from] crate::data::Error),
     /// A flag value is out of range.
-    #[error("--{flag} {value}: {reason}")]
+    #[error("--{flag} {value}: {requirement}")]
     InvalidFlag {
         /// The flag, without dashes.
         flag: &'static str,
         /// The value given.
         value: String,
-        /// What is expected instead.
-        reason: String,
+        /// What is expected instead, e.g. `must be at least 1`.
+        requirement: String,
     },
-    /// `--device` names a device this build or machine does not have.
-    #[error("--device {device}: {reason}")]
+    /// `--device` names a device backend this build does not have.
+    #[error("--device {device}: {detail}")]
     DeviceUnavailable {
         /// The device as given.
         device: String,
         /// Why it cannot be used, and what to do.
-        reason: String,
+        detail: &'static str,
+    },
+    /// `--device` names a device this machine does not have, or that fails to open.
+    #[error("--device {device}: cannot open the device")]
+    DeviceOpen {
+        /// The device as given.
+        device: String,
+        /// candle's error.
+        #[source]
+        source: candle_core::Error,
     },
     /// `--lora-targets` names a projection the model does not have.
     #[error("--lora-targets: unknown module {name:?} (expected some of query, key, value, attention.output.dense, intermediate.dense, output.dense)")]
@@ -84,16 +93,17 @@ pub enum Error {
         /// The output directory.
         dir: PathBuf,
     },
-    /// A checkpoint, state or adapter file is unreadable or inconsistent.
-    #[error("{path}: {reason}")]
+    /// A checkpoint, state or kept-model file is unreadable, or does not fit the model.
+    #[error("{path}: corrupt or mismatched checkpoint")]
     CorruptCheckpoint {
-        /// The file.
+        /// The file (or the checkpoint directory).
         path: PathBuf,
-        /// What is wrong.
-        reason: String,
+        /// What is wrong: the JSON or safetensors error, or a [`RestoreError`].
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Writing an output file failed.
-    #[error("{path}: cannot write: {source}")]
+    #[error("{path}: cannot write")]
     Write {
         /// The file or directory.
         path: PathBuf,
@@ -101,8 +111,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Writing a safetensors file (checkpoint or kept model) failed.
+    #[error("{path}: cannot write tensors")]
+    WriteTensors {
+        /// The file.
+        path: PathBuf,
+        /// The I/O or safetensors error (boxed: it is large).
+        #[source]
+        source: Box<crate::checkpoint::Error>,
+    },
     /// Reading an output or checkpoint file failed.
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read")]
     Read {
         /// The file.
         path: PathBuf,
@@ -111,10 +130,10 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Saving the adapter failed.
-    #[error("saving the adapter: {0}")]
+    #[error("saving the adapter")]
     Adapter(#[from] crate::adapter::Error),
     /// A tensor operation failed (shape bug, device error, out of device memory).
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Tensor {
         /// What was being computed.
         context: &'static str,
@@ -131,12 +150,44 @@ pub enum Error {
         loss: f32,
     },
     /// Drawing the training curve failed.
-    #[error("{path}: cannot draw the training curve: {reason}")]
+    #[error("{path}: cannot draw the training curve")]
     Plot {
         /// The PNG file.
         path: PathBuf,
         /// The drawing backend's error.
-        reason: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Why saved tensors cannot be restored into the model or optimizer (resuming, or reloading
+/// the kept model); the cause of an [`Error::CorruptCheckpoint`].
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// A tensor the model or optimizer needs is not in the file.
+    #[error("no tensor {name}")]
+    Missing {
+        /// The tensor.
+        name: String,
+    },
+    /// A tensor's shape differs from the model's.
+    #[error("tensor {name} is {found:?}, the model has {expected:?}")]
+    Shape {
+        /// The tensor.
+        name: String,
+        /// Its shape in the file.
+        found: Vec<usize>,
+        /// The model's shape.
+        expected: Vec<usize>,
+    },
+    /// The tensor could not be placed on the device.
+    #[error("cannot load tensor {name} onto the device")]
+    Upload {
+        /// The tensor.
+        name: String,
+        /// candle's error.
+        #[source]
+        source: candle_core::Error,
     },
 }
 

@@ -144,11 +144,6 @@ impl LoraLinear {
         Ok(LoraLinear { weight, bias, lora })
     }
 
-    /// Whether this layer carries a LoRA update.
-    pub fn is_adapted(&self) -> bool {
-        self.lora.is_some()
-    }
-
     /// `xs (.., in) -> (.., out)`; LoRA dropout only in training.
     pub fn forward_t(&self, xs: &Tensor, mode: Mode) -> Result<Tensor> {
         let dims = xs.dims();
@@ -223,7 +218,7 @@ mod tests {
         ]);
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let layer = LoraLinear::load(vb, 2, 2, &settings(&["query"])).unwrap();
-        assert!(layer.is_adapted());
+        assert!(layer.lora.is_some());
         let x = t(vec![1., 2.], &[1, 1, 2]);
         let y = layer.forward_t(&x, Mode::Eval).unwrap();
         // x·Wᵀ + b = [1.5, 1.5]; x·Aᵀ = [3, 2]; ·Bᵀ = [3, 4]; × α/r = 2 → [6, 8].

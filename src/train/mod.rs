@@ -1,9 +1,9 @@
 //! `sentimq train`: LoRA (or full) fine-tuning of a BERT checkpoint for binary sentiment, with
 //! candle, on CPU (or CUDA with the `cuda` feature).
 //!
-//! This module owns the trainable model ([`model`]: own candle code, since
-//! candle-transformers' BERT cannot train; [`lora`]: the adapter layers), the optimizer
-//! ([`optimizer`], [`schedule`]), batching ([`batches`]), the loop ([`run`]), resumable
+//! This module owns the trainable model (`model`: own candle code, since candle-transformers'
+//! BERT cannot train; `lora`: the adapter layers), the optimizer ([`optimizer`], `schedule`),
+//! batching ([`batches`]), the loop ([`run`]), resumable
 //! checkpoints and the run's outputs (adapter, `metrics.jsonl`, report, `curve.png`).
 //! Reading checkpoints, data and tokenizing are left to [`crate::checkpoint`],
 //! [`crate::data`] and [`crate::tokenizer`]; the adapter format to [`crate::adapter`], which
@@ -33,26 +33,29 @@
 //! ```
 
 pub mod batches;
-pub mod checkpoint;
+mod checkpoint;
 mod config;
 pub mod dataset;
 pub mod dropout;
 mod error;
 mod frozen;
-pub mod lora;
-pub mod memory;
-pub mod model;
+mod lora;
+mod memory;
+mod model;
 pub mod optimizer;
 pub mod output;
-pub mod params;
+mod params;
 mod plot;
 pub mod report;
-pub mod schedule;
+mod schedule;
 mod trainer;
 
 pub use config::{DeviceSpec, TrainConfig, DEFAULT_FULL_LR, DEFAULT_LORA_LR};
-pub use error::Error;
-pub use trainer::{build_model, cross_entropy_sum, run, Setup, TrainOutcome, LABELS};
+pub use error::{Error, RestoreError};
+pub use lora::LoraSettings;
+pub use model::{BertClassifier, HiddenStates};
+pub use params::Parameters;
+pub use trainer::{build_model, cross_entropy_sum, run, Setup, TrainOutcome};
 
 #[cfg(test)]
 mod tests;

@@ -11,17 +11,17 @@
 //! only the head. LayerNorm is `ops::layer_norm_slow` and softmax is `ops::softmax`, both built
 //! from differentiable primitives; `tests` proves gradients reach LoRA tensors in layer 0.
 
-use candle_core::{DType, Module, Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 use super::dropout::Mode;
 use super::lora::{LoraLinear, LoraSettings};
-use crate::checkpoint::BertConfig;
+use crate::checkpoint::{BertConfig, HiddenAct};
 
 /// What the model is built from: the checkpoint's config, the LoRA settings (used where
 /// adapter tensors exist) and the number of classes.
 #[derive(Clone, Debug)]
-pub struct ModelConfig {
+pub struct BertClassifierConfig {
     /// The base checkpoint's `config.json`, validated.
     pub bert: BertConfig,
     /// Rank, scaling and dropout of adapted layers.
@@ -38,7 +38,7 @@ struct LayerNorm {
 }
 
 impl LayerNorm {
-    fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+    fn load(vb: VarBuilder, cfg: &BertClassifierConfig) -> Result<Self> {
         let h = cfg.bert.hidden_size;
         Ok(LayerNorm {
             weight: vb.get(h, "weight")?,
@@ -64,7 +64,7 @@ pub struct Embeddings {
 
 impl Embeddings {
     /// Loads `word_embeddings`, `position_embeddings`, `token_type_embeddings`, `LayerNorm`.
-    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+    pub fn load(vb: VarBuilder, cfg: &BertClassifierConfig) -> Result<Self> {
         let b = &cfg.bert;
         Ok(Embeddings {
             word: vb.get((b.vocab_size, b.hidden_size), "word_embeddings.weight")?,
@@ -116,7 +116,7 @@ pub struct SelfAttention {
 
 impl SelfAttention {
     /// Loads `query`, `key`, `value`.
-    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+    pub fn load(vb: VarBuilder, cfg: &BertClassifierConfig) -> Result<Self> {
         let h = cfg.bert.hidden_size;
         let linear = |name| LoraLinear::load(vb.pp(name), h, h, &cfg.lora);
         Ok(SelfAttention {
@@ -161,7 +161,7 @@ pub struct ResidualOutput {
 
 impl ResidualOutput {
     /// Loads `dense (hidden, in_dim)` and `LayerNorm`.
-    pub fn load(vb: VarBuilder, cfg: &ModelConfig, in_dim: usize) -> Result<Self> {
+    pub fn load(vb: VarBuilder, cfg: &BertClassifierConfig, in_dim: usize) -> Result<Self> {
         Ok(ResidualOutput {
             dense: LoraLinear::load(vb.pp("dense"), in_dim, cfg.bert.hidden_size, &cfg.lora)?,
             layer_norm: LayerNorm::load(vb.pp("LayerNorm"), cfg)?,
@@ -181,13 +181,13 @@ pub struct Layer {
     attention: SelfAttention,
     attention_output: ResidualOutput,
     intermediate: LoraLinear,
-    activation: Activation,
+    activation: HiddenAct,
     output: ResidualOutput,
 }
 
 impl Layer {
     /// Loads `attention.self`, `attention.output`, `intermediate.dense`, `output`.
-    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+    pub fn load(vb: VarBuilder, cfg: &BertClassifierConfig) -> Result<Self> {
         let b = &cfg.bert;
         Ok(Layer {
             attention: SelfAttention::load(vb.pp("attention").pp("self"), cfg)?,
@@ -202,7 +202,7 @@ impl Layer {
                 b.intermediate_size,
                 &cfg.lora,
             )?,
-            activation: Activation::from_name(&b.hidden_act)?,
+            activation: b.hidden_act,
             output: ResidualOutput::load(vb.pp("output"), cfg, b.intermediate_size)?,
         })
     }
@@ -211,41 +211,20 @@ impl Layer {
     pub fn forward_t(&self, xs: &Tensor, mask_bias: &Tensor, mode: Mode) -> Result<Tensor> {
         let context = self.attention.forward_t(xs, mask_bias, mode)?;
         let attended = self.attention_output.forward_t(&context, xs, mode)?;
-        let inner = self
-            .activation
-            .forward(&self.intermediate.forward_t(&attended, mode)?)?;
+        let inner = activate(
+            self.activation,
+            &self.intermediate.forward_t(&attended, mode)?,
+        )?;
         self.output.forward_t(&inner, &attended, mode)
     }
 }
 
-/// `hidden_act`: the activations [`crate::checkpoint::SUPPORTED_HIDDEN_ACTS`] lists.
-#[derive(Clone, Copy)]
-enum Activation {
-    /// `gelu`: exact, with erf.
-    GeluErf,
-    /// `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`: the tanh approximation.
-    GeluTanh,
-    Relu,
-}
-
-impl Activation {
-    fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "gelu" => Ok(Activation::GeluErf),
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
-            "relu" => Ok(Activation::Relu),
-            other => candle_core::bail!("hidden_act {other:?} is not supported"),
-        }
-    }
-}
-
-impl Module for Activation {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        match self {
-            Activation::GeluErf => xs.gelu_erf(),
-            Activation::GeluTanh => xs.gelu(),
-            Activation::Relu => xs.relu(),
-        }
+/// `hidden_act` applied element-wise; candle's `gelu` is the tanh approximation.
+fn activate(act: HiddenAct, xs: &Tensor) -> Result<Tensor> {
+    match act {
+        HiddenAct::Gelu => xs.gelu_erf(),
+        HiddenAct::GeluTanh => xs.gelu(),
+        HiddenAct::Relu => xs.relu(),
     }
 }
 
@@ -256,7 +235,7 @@ pub struct Encoder {
 
 impl Encoder {
     /// Loads `layer.{i}` for each of `num_hidden_layers`.
-    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+    pub fn load(vb: VarBuilder, cfg: &BertClassifierConfig) -> Result<Self> {
         let layers = (0..cfg.bert.num_hidden_layers)
             .map(|i| Layer::load(vb.pp("layer").pp(i), cfg))
             .collect::<Result<_>>()?;
@@ -278,7 +257,7 @@ pub struct Pooler {
 
 impl Pooler {
     /// Loads `dense`.
-    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+    pub fn load(vb: VarBuilder, cfg: &BertClassifierConfig) -> Result<Self> {
         let h = cfg.bert.hidden_size;
         Ok(Pooler {
             dense: LoraLinear::load(vb.pp("dense"), h, h, &cfg.lora)?,
@@ -293,15 +272,15 @@ impl Pooler {
 }
 
 /// Ports the head of `BertForSequenceClassification`: dropout, then a dense layer to logits.
-pub struct Classifier {
+pub struct ClassificationHead {
     dense: LoraLinear,
     dropout: f64,
 }
 
-impl Classifier {
+impl ClassificationHead {
     /// Loads `weight (labels, hidden)` and `bias (labels)` from `vb` (the `classifier` prefix).
-    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
-        Ok(Classifier {
+    pub fn load(vb: VarBuilder, cfg: &BertClassifierConfig) -> Result<Self> {
+        Ok(ClassificationHead {
             dense: LoraLinear::load(vb, cfg.bert.hidden_size, cfg.labels, &cfg.lora)?,
             dropout: cfg.bert.hidden_dropout_prob,
         })
@@ -319,11 +298,11 @@ pub struct BertClassifier {
     embeddings: Embeddings,
     encoder: Encoder,
     pooler: Pooler,
-    classifier: Classifier,
+    classifier: ClassificationHead,
 }
 
 /// Hidden states and pooler output of one forward pass (golden checks).
-pub struct Encoded {
+pub struct HiddenStates {
     /// `(batch, seq, hidden)`.
     pub hidden: Tensor,
     /// `(batch, hidden)`.
@@ -332,17 +311,17 @@ pub struct Encoded {
 
 impl BertClassifier {
     /// Loads `embeddings`, `encoder`, `pooler`, `classifier` from the canonical names.
-    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+    pub(crate) fn load(vb: VarBuilder, cfg: &BertClassifierConfig) -> Result<Self> {
         Ok(BertClassifier {
             embeddings: Embeddings::load(vb.pp("embeddings"), cfg)?,
             encoder: Encoder::load(vb.pp("encoder"), cfg)?,
             pooler: Pooler::load(vb.pp("pooler"), cfg)?,
-            classifier: Classifier::load(vb.pp("classifier"), cfg)?,
+            classifier: ClassificationHead::load(vb.pp("classifier"), cfg)?,
         })
     }
 
     /// `ids (batch, seq) u32`, `mask (batch, seq)` 1 = token, 0 = pad `-> hidden, pooled`.
-    pub fn encode(&self, ids: &Tensor, mask: &Tensor, mode: Mode) -> Result<Encoded> {
+    pub fn encode(&self, ids: &Tensor, mask: &Tensor, mode: Mode) -> Result<HiddenStates> {
         let (batch, seq) = ids.dims2()?;
         if mask.dims2()? != (batch, seq) {
             candle_core::bail!("mask is {:?}, ids are {:?}", mask.dims(), ids.dims());
@@ -358,7 +337,7 @@ impl BertClassifier {
         let mask_bias = ((1.0 - mask.to_dtype(dtype)?)? * lowest)?.reshape((batch, 1, 1, seq))?;
         let hidden = self.encoder.forward_t(&xs, &mask_bias, mode)?;
         let pooled = self.pooler.forward_t(&hidden, mode)?;
-        Ok(Encoded { hidden, pooled })
+        Ok(HiddenStates { hidden, pooled })
     }
 
     /// `ids (batch, seq) u32`, `mask (batch, seq)` 1 = token, 0 = pad `-> logits (batch, labels)`.

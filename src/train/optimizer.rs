@@ -11,6 +11,7 @@ use candle_core::{backprop::GradStore, Result, Tensor, Var};
 use crate::checkpoint::TensorMap;
 
 use super::params::{download, upload};
+use super::RestoreError;
 
 /// AdamW hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -80,11 +81,6 @@ impl AdamW {
         })
     }
 
-    /// Updates applied so far.
-    pub fn step_count(&self) -> usize {
-        self.step
-    }
-
     /// Adds this micro-batch's gradients to the accumulated ones. A variable the loss does not
     /// reach gets no gradient and is left alone.
     pub fn accumulate(&mut self, grads: &GradStore) -> Result<()> {
@@ -108,7 +104,7 @@ impl AdamW {
     }
 
     /// L2 norm of all accumulated gradients together.
-    pub fn gradient_norm(&self) -> Result<f64> {
+    pub(crate) fn gradient_norm(&self) -> Result<f64> {
         let mut sum = 0f64;
         for grad in self.slots.iter().filter_map(|s| s.gradient.as_ref()) {
             sum += grad
@@ -161,7 +157,7 @@ impl AdamW {
     }
 
     /// The moments as host tensors, `m.<name>` and `v.<name>` (checkpoints).
-    pub fn moments_to_host(&self) -> Result<TensorMap> {
+    pub(crate) fn moments_to_host(&self) -> Result<TensorMap> {
         let mut map = TensorMap::new();
         for slot in &self.slots {
             map.insert(format!("m.{}", slot.name), download(&slot.first_moment)?);
@@ -171,20 +167,27 @@ impl AdamW {
     }
 
     /// Restores moments saved by [`AdamW::moments_to_host`] and the update count.
-    pub fn restore(&mut self, moments: &TensorMap, step: usize) -> std::result::Result<(), String> {
+    pub(crate) fn restore(
+        &mut self,
+        moments: &TensorMap,
+        step: usize,
+    ) -> std::result::Result<(), RestoreError> {
         for slot in &mut self.slots {
             let dtype = slot.var.dtype();
             let device = slot.var.device().clone();
-            let get = |key: String| -> std::result::Result<Tensor, String> {
-                let host = moments.get(&key).ok_or(format!("no tensor {key}"))?;
+            let get = |key: String| -> std::result::Result<Tensor, RestoreError> {
+                let Some(host) = moments.get(&key) else {
+                    return Err(RestoreError::Missing { name: key });
+                };
                 if host.shape != slot.var.dims() {
-                    return Err(format!(
-                        "tensor {key} is {:?}, expected {:?}",
-                        host.shape,
-                        slot.var.dims()
-                    ));
+                    return Err(RestoreError::Shape {
+                        name: key,
+                        found: host.shape.clone(),
+                        expected: slot.var.dims().to_vec(),
+                    });
                 }
-                upload(host, dtype, &device).map_err(|e| e.to_string())
+                upload(host, dtype, &device)
+                    .map_err(|source| RestoreError::Upload { name: key, source })
             };
             slot.first_moment = get(format!("m.{}", slot.name))?;
             slot.second_moment = get(format!("v.{}", slot.name))?;
@@ -246,7 +249,7 @@ mod tests {
         let norm = adam.step(0.01, Some(1.0)).unwrap();
         assert!((norm - 10.0).abs() < 1e-5);
         assert!(adam.gradient("w.bias").is_none());
-        assert_eq!(adam.step_count(), 1);
+        assert_eq!(adam.step, 1);
         let moments = adam.moments_to_host().unwrap();
         // m = 0.1 · clipped gradient = 0.1 · (0.6, 0.8).
         assert!((moments["m.w.bias"].data[0] - 0.06).abs() < 1e-6);

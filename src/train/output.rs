@@ -11,9 +11,9 @@ use super::params::Parameters;
 use super::{Error, TrainConfig};
 
 /// Directory of the adapter inside the run directory.
-pub const ADAPTER_DIR: &str = "adapter";
+pub(crate) const ADAPTER_DIR: &str = "adapter";
 /// Directory of the full model (`--full`) inside the run directory.
-pub const MODEL_DIR: &str = "model";
+pub(crate) const MODEL_DIR: &str = "model";
 /// Files copied next to a full model so that it is a complete checkpoint directory.
 const BASE_FILES: [&str; 5] = [
     "config.json",
@@ -24,12 +24,12 @@ const BASE_FILES: [&str; 5] = [
 ];
 
 /// Where the kept model of a run goes.
-pub fn model_dir(run_dir: &Path, config: &TrainConfig) -> PathBuf {
+pub(crate) fn model_dir(run_dir: &Path, config: &TrainConfig) -> PathBuf {
     run_dir.join(if config.full { MODEL_DIR } else { ADAPTER_DIR })
 }
 
 /// The adapter of the current trainable tensors (LoRA pairs, pooler, classifier).
-pub fn adapter_from(trained: &TensorMap, config: &TrainConfig) -> LoraAdapter {
+pub(crate) fn adapter_from(trained: &TensorMap, config: &TrainConfig) -> LoraAdapter {
     let mut pairs = BTreeMap::new();
     let mut saved = TensorMap::new();
     let mut modules_to_save = Vec::new();
@@ -110,9 +110,9 @@ pub fn save_model(
         })
         .collect();
     let weights = dir.join("model.safetensors");
-    write_safetensors(&tensors, &weights).map_err(|e| Error::CorruptCheckpoint {
+    write_safetensors(&tensors, &weights).map_err(|source| Error::WriteTensors {
         path: weights.clone(),
-        reason: e.to_string(),
+        source: Box::new(source),
     })?;
     for file in BASE_FILES {
         let from = base.dir.join(file);
@@ -131,7 +131,7 @@ pub fn load_model(dir: &Path, config: &TrainConfig) -> Result<TensorMap, Error> 
         let tensors =
             crate::checkpoint::read_safetensors(&path).map_err(|e| Error::CorruptCheckpoint {
                 path: path.clone(),
-                reason: e.to_string(),
+                source: e.into(),
             })?;
         return Ok(tensors
             .into_iter()

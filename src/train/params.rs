@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Result, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 
+use super::RestoreError;
 use crate::checkpoint::{Tensor as HostTensor, TensorMap};
 
 /// Frozen and trainable tensors of one model, on one device.
@@ -25,7 +26,7 @@ pub struct Parameters {
 impl Parameters {
     /// Uploads `weights` to `device` as `dtype`; the names for which `is_trainable` holds
     /// become `Var`s, the rest plain tensors.
-    pub fn new(
+    pub(crate) fn new(
         weights: &TensorMap,
         is_trainable: impl Fn(&str) -> bool,
         dtype: DType,
@@ -50,7 +51,7 @@ impl Parameters {
     }
 
     /// A `VarBuilder` over every tensor, trainable ones as their `Var`s.
-    pub fn var_builder(&self) -> VarBuilder<'static> {
+    pub(crate) fn var_builder(&self) -> VarBuilder<'static> {
         let tensors = self
             .frozen
             .iter()
@@ -75,18 +76,20 @@ impl Parameters {
         &self.trainable
     }
 
-    /// A frozen tensor by name.
-    pub fn frozen(&self, name: &str) -> Option<&Tensor> {
+    /// A frozen tensor by name (tests check that training leaves them alone).
+    #[cfg(test)]
+    pub(crate) fn frozen(&self, name: &str) -> Option<&Tensor> {
         self.frozen.get(name)
     }
 
     /// The names of the frozen tensors.
-    pub fn frozen_names(&self) -> impl Iterator<Item = &str> {
+    #[cfg(test)]
+    pub(crate) fn frozen_names(&self) -> impl Iterator<Item = &str> {
         self.frozen.keys().map(String::as_str)
     }
 
     /// The trainable tensors, downloaded as f32.
-    pub fn trainable_to_host(&self) -> Result<TensorMap> {
+    pub(crate) fn trainable_to_host(&self) -> Result<TensorMap> {
         self.trainable
             .iter()
             .map(|(name, var)| Ok((name.clone(), download(var.as_tensor())?)))
@@ -95,20 +98,24 @@ impl Parameters {
 
     /// Overwrites trainable tensors with `values` (resuming); every trainable tensor must be
     /// there with its shape.
-    pub fn restore_trainable(&self, values: &TensorMap) -> std::result::Result<(), String> {
+    pub fn restore_trainable(&self, values: &TensorMap) -> std::result::Result<(), RestoreError> {
         for (name, var) in &self.trainable {
             let host = values
                 .get(name)
-                .ok_or_else(|| format!("no tensor {name}"))?;
+                .ok_or_else(|| RestoreError::Missing { name: name.clone() })?;
             if host.shape != var.dims() {
-                return Err(format!(
-                    "tensor {name} is {:?}, the model has {:?}",
-                    host.shape,
-                    var.dims()
-                ));
+                return Err(RestoreError::Shape {
+                    name: name.clone(),
+                    found: host.shape.clone(),
+                    expected: var.dims().to_vec(),
+                });
             }
-            let tensor = upload(host, self.dtype, &self.device).map_err(|e| e.to_string())?;
-            var.set(&tensor).map_err(|e| e.to_string())?;
+            let upload_error = |source| RestoreError::Upload {
+                name: name.clone(),
+                source,
+            };
+            let tensor = upload(host, self.dtype, &self.device).map_err(upload_error)?;
+            var.set(&tensor).map_err(upload_error)?;
         }
         Ok(())
     }

@@ -26,12 +26,12 @@ const GRID: RGBColor = RGBColor(225, 225, 225);
 
 /// Draws `curve.png` at `path` from the step records and evaluations of a run.
 pub fn draw_curve(path: &Path, steps: &[StepRecord], evals: &[EvalSummary]) -> Result<(), Error> {
-    let plot_err = |e: String| Error::Plot {
+    let plot_err = |source: PlotError| Error::Plot {
         path: path.to_path_buf(),
-        reason: e,
+        source,
     };
     let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(e.to_string()))?;
+    root.fill(&WHITE).map_err(|e| plot_err(e.into()))?;
     let (top, bottom) = root.split_vertically(HEIGHT / 2);
     let last_step = steps.last().map_or(1, |s| s.step).max(1) as f64;
 
@@ -52,12 +52,8 @@ pub fn draw_curve(path: &Path, steps: &[StepRecord], evals: &[EvalSummary]) -> R
         0.0..last_step,
         0.0..max_loss,
         |chart| {
-            chart
-                .draw_series(LineSeries::new(loss.iter().copied(), &LIGHT))
-                .map_err(|e| e.to_string())?;
-            chart
-                .draw_series(LineSeries::new(smoothed.iter().copied(), &BLUE))
-                .map_err(|e| e.to_string())?;
+            chart.draw_series(LineSeries::new(loss.iter().copied(), &LIGHT))?;
+            chart.draw_series(LineSeries::new(smoothed.iter().copied(), &BLUE))?;
             Ok(())
         },
     )
@@ -75,26 +71,24 @@ pub fn draw_curve(path: &Path, steps: &[StepRecord], evals: &[EvalSummary]) -> R
         0.0..last_step,
         floor..100.0,
         |chart| {
-            chart
-                .draw_series(LineSeries::new(accuracy.iter().copied(), &RED))
-                .map_err(|e| e.to_string())?;
-            chart
-                .draw_series(accuracy.iter().map(|&p| Circle::new(p, 4, RED.filled())))
-                .map_err(|e| e.to_string())?;
+            chart.draw_series(LineSeries::new(accuracy.iter().copied(), &RED))?;
+            chart.draw_series(accuracy.iter().map(|&p| Circle::new(p, 4, RED.filled())))?;
             if accuracy.is_empty() {
                 let (xs, ys) = chart.plotting_area().get_pixel_range();
                 let (x, y) = bottom.get_base_pixel();
                 let (cx, cy) = ((xs.start + xs.end) / 2 - x, (ys.start + ys.end) / 2 - y);
                 let text = "no validation set";
-                draw_text(&bottom, text, cx - text_width(text) / 2, cy, &BLACK)
-                    .map_err(|e| e.to_string())?;
+                draw_text(&bottom, text, cx - text_width(text) / 2, cy, &BLACK)?;
             }
             Ok(())
         },
     )
     .map_err(plot_err)?;
-    root.present().map_err(|e| plot_err(e.to_string()))
+    root.present().map_err(|e| plot_err(e.into()))
 }
+
+/// A drawing error of plotters (its error types differ per call).
+type PlotError = Box<dyn std::error::Error + Send + Sync>;
 
 type Chart<'a, 'b> =
     ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
@@ -105,20 +99,17 @@ fn panel<'b>(
     title: &str,
     x: Range<f64>,
     y: Range<f64>,
-    draw: impl FnOnce(&mut Chart<'_, 'b>) -> Result<(), String>,
-) -> Result<(), String> {
+    draw: impl FnOnce(&mut Chart<'_, 'b>) -> Result<(), PlotError>,
+) -> Result<(), PlotError> {
     let mut chart = ChartBuilder::on(area)
         .margin_top(34)
         .margin_bottom(30)
         .margin_left(80)
         .margin_right(24)
-        .build_cartesian_2d(x.clone(), y.clone())
-        .map_err(|e| e.to_string())?;
+        .build_cartesian_2d(x.clone(), y.clone())?;
     for i in 0..=4 {
         let level = y.start + (y.end - y.start) * f64::from(i) / 4.0;
-        chart
-            .draw_series(LineSeries::new([(x.start, level), (x.end, level)], &GRID))
-            .map_err(|e| e.to_string())?;
+        chart.draw_series(LineSeries::new([(x.start, level), (x.end, level)], &GRID))?;
     }
     draw(&mut chart)?;
     let frame = [
@@ -128,26 +119,24 @@ fn panel<'b>(
         (x.start, y.end),
         (x.start, y.start),
     ];
-    chart
-        .draw_series(LineSeries::new(frame, &BLACK))
-        .map_err(|e| e.to_string())?;
+    chart.draw_series(LineSeries::new(frame, &BLACK))?;
 
     let (xs, ys) = chart.plotting_area().get_pixel_range();
     let (origin_x, origin_y) = area.get_base_pixel();
     let (left, right) = (xs.start - origin_x, xs.end - origin_x);
     let (top, bottom) = (ys.start - origin_y, ys.end - origin_y);
     let label = |text: &str, x: i32, y: i32| draw_text(area, text, x, y, &BLACK);
-    label(title, left, top - 24).map_err(|e| e.to_string())?;
+    label(title, left, top - 24)?;
     for i in 0..=4 {
         let value = y.start + (y.end - y.start) * f64::from(i) / 4.0;
         let text = format_value(value);
         let width = text_width(&text);
         let row = bottom - (bottom - top) * i / 4 - GLYPH_H;
-        label(&text, left - width - 8, row).map_err(|e| e.to_string())?;
+        label(&text, left - width - 8, row)?;
     }
-    label("0", left, bottom + 8).map_err(|e| e.to_string())?;
+    label("0", left, bottom + 8)?;
     let end = format!("step {}", x.end.round());
-    label(&end, right - text_width(&end), bottom + 8).map_err(|e| e.to_string())?;
+    label(&end, right - text_width(&end), bottom + 8)?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, D};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{BinaryMetrics, MetricsReport};
+use crate::metrics::{argmax, BinaryMetrics, MetricsReport};
 use crate::tokenizer::TokenBatch;
 
 use super::batches::{eval_batches, to_device, EncodedSet};
@@ -21,7 +21,7 @@ use super::{Error, TrainConfig};
 
 /// One evaluation, as recorded in `metrics.jsonl` and the checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EvalSummary {
+pub(crate) struct EvalSummary {
     /// The epoch just finished (1-based).
     pub epoch: usize,
     /// Updates done.
@@ -75,7 +75,7 @@ pub fn evaluate(
             .and_then(|t| t.to_vec2::<f32>())
             .context("reading logits")?;
         for (row, &truth) in rows.iter().zip(&batch.host_labels) {
-            let predicted = u8::from(row.get(1) > row.first());
+            let predicted = u8::from(argmax(row) == 1);
             metrics.record(truth, predicted);
             loss_sum -= f64::from(row[usize::from(truth)]);
         }
@@ -85,7 +85,7 @@ pub fn evaluate(
 }
 
 /// `metrics.jsonl`, appended one line per record.
-pub struct MetricsLog {
+pub(crate) struct MetricsLog {
     file: File,
     path: PathBuf,
     bytes: u64,
@@ -132,7 +132,7 @@ impl MetricsLog {
 
 /// One line of `metrics.jsonl` for an optimizer update.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct StepRecord {
+pub(crate) struct StepRecord {
     /// `"step"`.
     pub kind: String,
     /// Updates done, this one included.

@@ -2,28 +2,17 @@
 //! gradients reach every LoRA tensor through LayerNorm and softmax, agree with finite
 //! differences, move every trainable tensor and never a frozen one.
 
-use std::path::PathBuf;
-
 use candle_core::{DType, Tensor, Var};
 
 use super::batches::{to_device, DeviceBatch, EncodedSet};
 use super::dropout::{DropoutMasks, Mode};
 use super::optimizer::{AdamW, AdamWConfig};
 use super::{build_model, cross_entropy_sum, Setup, TrainConfig};
+use crate::test_inputs::shared;
 use crate::tokenizer::TokenBatch;
 
-fn fixture() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/tinybert-format");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipping: {} is absent", dir.display());
-        None
-    }
-}
-
-fn tiny(dtype: DType) -> Option<(Setup, DeviceBatch)> {
-    let dir = fixture()?;
+fn tiny(dtype: DType) -> (Setup, DeviceBatch) {
+    let dir = shared("fixtures/tinybert-format");
     let mut config = TrainConfig::new(dir.to_string_lossy(), "unused", "unused");
     config.max_len = 32;
     config.head_len = 16;
@@ -49,7 +38,7 @@ fn tiny(dtype: DType) -> Option<(Setup, DeviceBatch)> {
         &setup.device,
     )
     .expect("batch");
-    Some((setup, batch))
+    (setup, batch)
 }
 
 fn loss(setup: &Setup, batch: &DeviceBatch, masks: &DropoutMasks) -> Tensor {
@@ -70,9 +59,7 @@ fn values(var: &Var) -> Vec<f64> {
 
 #[test]
 fn every_trainable_tensor_moves_and_frozen_ones_do_not() {
-    let Some((setup, batch)) = tiny(DType::F32) else {
-        return;
-    };
+    let (setup, batch) = tiny(DType::F32);
     let trainable = setup.params.trainable();
     let lora_count = trainable.keys().filter(|k| k.contains(".lora_")).count();
     // 2 layers × (query, value, attention.output.dense, intermediate.dense, output.dense) × (A, B).
@@ -138,9 +125,7 @@ fn every_trainable_tensor_moves_and_frozen_ones_do_not() {
 
 #[test]
 fn lora_gradient_matches_finite_differences() {
-    let Some((setup, batch)) = tiny(DType::F64) else {
-        return;
-    };
+    let (setup, batch) = tiny(DType::F64);
     let trainable = setup.params.trainable();
     // Give every B a non-zero value, so A matters too and the point is generic.
     let mut rng = crate::rng::SplitMix64::new(5);
@@ -164,9 +149,8 @@ fn lora_gradient_matches_finite_differences() {
             .to_vec1::<f64>()
             .unwrap();
         let original = values(var);
-        let index = (0..original.len())
-            .max_by(|&a, &b| analytic[a].abs().total_cmp(&analytic[b].abs()))
-            .unwrap();
+        let magnitudes: Vec<f64> = analytic.iter().map(|g| g.abs()).collect();
+        let index = crate::metrics::argmax(&magnitudes);
         let eps = 1e-6;
         let at = |delta: f64| {
             let mut shifted = original.clone();

@@ -16,7 +16,7 @@ use super::checkpoint::{self as run_checkpoint, RunState};
 use super::dataset::{self, RunData};
 use super::dropout::{DropoutMasks, Mode};
 use super::error::TensorContext;
-use super::model::{BertClassifier, ModelConfig};
+use super::model::{BertClassifier, BertClassifierConfig};
 use super::optimizer::{AdamW, AdamWConfig};
 use super::output;
 use super::params::Parameters;
@@ -25,7 +25,7 @@ use super::schedule::LinearSchedule;
 use super::{lora, memory, plot, Error, TrainConfig};
 
 /// Output classes: negative, positive.
-pub const LABELS: usize = 2;
+const LABELS: usize = 2;
 
 /// What [`run`] did.
 #[derive(Debug)]
@@ -65,7 +65,7 @@ pub fn build_model(config: &TrainConfig, dtype: DType) -> Result<Setup, Error> {
         .get("classifier.weight")
         .is_some_and(|w| w.shape.first() == Some(&LABELS));
     if !has_head {
-        crate::export::insert_random_head(&mut weights, &base.config, LABELS, config.seed);
+        crate::checkpoint::insert_random_head(&mut weights, &base.config, LABELS, config.seed);
     }
     if !config.full {
         let modules = config
@@ -82,7 +82,7 @@ pub fn build_model(config: &TrainConfig, dtype: DType) -> Result<Setup, Error> {
     };
     let params = Parameters::new(&weights, is_trainable, dtype, &device)
         .context("uploading the parameters")?;
-    let model_config = ModelConfig {
+    let model_config = BertClassifierConfig {
         bert: base.config.clone(),
         lora: config.lora.clone(),
         labels: LABELS,
@@ -148,9 +148,9 @@ pub fn run(config: &TrainConfig) -> Result<TrainOutcome, Error> {
     let steps_per_epoch = micro_batches.div_ceil(config.grad_accum);
     let mut state = match resumed {
         Some(saved) => {
-            let corrupt = |reason| Error::CorruptCheckpoint {
+            let corrupt = |error: super::RestoreError| Error::CorruptCheckpoint {
                 path: run_dir.join(run_checkpoint::DIR),
-                reason,
+                source: error.into(),
             };
             setup
                 .params
@@ -430,10 +430,10 @@ impl Trainer<'_> {
         let test = match &self.data.test {
             Some(test) => {
                 let kept = output::load_model(&dir, config)?;
-                setup.params.restore_trainable(&kept).map_err(|reason| {
+                setup.params.restore_trainable(&kept).map_err(|error| {
                     Error::CorruptCheckpoint {
                         path: dir.clone(),
-                        reason,
+                        source: error.into(),
                     }
                 })?;
                 let (metrics, _) = evaluate(
@@ -449,7 +449,10 @@ impl Trainer<'_> {
         };
         let curve = config.out.join("curve.png");
         if let Err(error) = plot::draw_curve(&curve, &self.steps, &state.evals) {
-            tracing::warn!("skipping curve.png: {error}");
+            tracing::warn!(
+                "skipping curve.png: {}",
+                crate::error_text::describe(&error)
+            );
         }
         let report = FinalReport {
             config: config.clone(),

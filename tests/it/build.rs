@@ -11,9 +11,7 @@ use crate::util::{minilm, minilm_random_model, sentimq, shared};
 
 #[test]
 fn build_writes_a_complete_model_directory() {
-    let Some(model) = minilm_random_model() else {
-        return;
-    };
+    let model = minilm_random_model();
     for file in [
         "model.onnx",
         "model.int8.onnx",
@@ -48,12 +46,10 @@ fn build_writes_a_complete_model_directory() {
 /// int8 and f32 predictions agree on 2,000 real IMDB test reviews.
 #[test]
 fn int8_agrees_with_f32_on_2000_imdb_reviews() {
-    let (Some(model), Some(imdb)) = (
+    let (model, imdb) = (
         minilm_random_model(),
         shared("data/imdb/aclImdb_v1_labeled.tar.gz"),
-    ) else {
-        return;
-    };
+    );
     let examples = data::take_balanced(
         data::load(&imdb, Split::Test).expect("imdb test split"),
         2000,
@@ -97,9 +93,7 @@ fn int8_agrees_with_f32_on_2000_imdb_reviews() {
 
 #[test]
 fn classify_prints_json_lines_and_handles_bad_input() {
-    let Some(model) = minilm_random_model() else {
-        return;
-    };
+    let model = minilm_random_model();
     let model = model.to_string_lossy();
     let (ok, stdout, _) = sentimq(
         &["classify", "--model", &model, "A great film.", "Awful."],
@@ -150,12 +144,10 @@ fn classify_prints_json_lines_and_handles_bad_input() {
 
 #[test]
 fn eval_reports_metrics_on_imdb() {
-    let (Some(model), Some(imdb)) = (
+    let (model, imdb) = (
         minilm_random_model(),
         shared("data/imdb/aclImdb_v1_labeled.tar.gz"),
-    ) else {
-        return;
-    };
+    );
     let args = [
         "eval",
         "--model",
@@ -182,7 +174,7 @@ fn eval_reports_metrics_on_imdb() {
 
 #[test]
 fn build_refuses_without_adapter_or_random_head() {
-    let Some(base) = minilm() else { return };
+    let base = minilm();
     let out = tempfile::tempdir().unwrap();
     let (ok, _, stderr) = sentimq(
         &[
@@ -223,9 +215,7 @@ fn build_reports_bad_bases_clearly() {
     assert!(stderr.contains("config.json"), "{stderr}");
 
     // Corrupt weights next to a valid config and vocabulary.
-    let Some(fixture) = shared("fixtures/tinybert-format") else {
-        return;
-    };
+    let fixture = shared("fixtures/tinybert-format");
     let corrupt = tempfile::tempdir().unwrap();
     for file in ["config.json", "vocab.txt"] {
         std::fs::copy(fixture.join(file), corrupt.path().join(file)).unwrap();
@@ -255,7 +245,7 @@ fn both_tinybert_formats_build() {
         "fixtures/tinybert-format",
         "fixtures/tinybert-format-legacy",
     ] {
-        let Some(base) = shared(name) else { return };
+        let base = shared(name);
         let out = tempfile::tempdir().unwrap();
         let args = [
             "build",
@@ -274,9 +264,7 @@ fn both_tinybert_formats_build() {
 
 #[test]
 fn f16_build_is_served_by_default_and_agrees_with_f32() {
-    let Some(base) = shared("fixtures/tinybert-format") else {
-        return;
-    };
+    let base = shared("fixtures/tinybert-format");
     let out = tempfile::tempdir().unwrap();
     let args = [
         "build",

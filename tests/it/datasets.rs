@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use sentimq::data::{self, Example, Split};
 
-use crate::util::{minilm_random_model, shared};
+use crate::util::{minilm_random_model, python, shared};
 
 /// 100 negative and 100 positive test reviews from the archive, in its order.
 fn imdb_sample(archive: &Path) -> Vec<Example> {
@@ -31,20 +31,14 @@ fn write_jsonl(path: &Path, examples: &[Example]) {
 }
 
 fn write_parquet_with_pyarrow(jsonl: &Path, parquet: &Path, compression: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/write_parquet.py");
-    let output = Command::new("python3")
-        .args([
-            script,
+    python(
+        "write_parquet.py",
+        &[
             &jsonl.to_string_lossy(),
             &parquet.to_string_lossy(),
             compression,
-        ])
-        .output()
-        .expect("running python3 (install pyarrow: pip install -r tests/python/requirements.txt)");
-    assert!(
-        output.status.success(),
-        "write_parquet.py failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
+        "pyarrow",
     );
 }
 
@@ -75,9 +69,7 @@ fn sample_files(archive: &Path, dir: &Path) -> (PathBuf, PathBuf) {
 
 #[test]
 fn pyarrow_parquet_holds_the_archive_reviews() {
-    let Some(archive) = shared("data/imdb/aclImdb_v1_labeled.tar.gz") else {
-        return;
-    };
+    let archive = shared("data/imdb/aclImdb_v1_labeled.tar.gz");
     let expected = imdb_sample(&archive);
     let dir = tempfile::tempdir().expect("temp dir");
     let jsonl = dir.path().join("test.jsonl");
@@ -102,12 +94,10 @@ fn pyarrow_parquet_holds_the_archive_reviews() {
 
 #[test]
 fn eval_scores_parquet_and_jsonl_alike() {
-    let (Some(model), Some(archive)) = (
+    let (model, archive) = (
         minilm_random_model(),
         shared("data/imdb/aclImdb_v1_labeled.tar.gz"),
-    ) else {
-        return;
-    };
+    );
     let dir = tempfile::tempdir().expect("temp dir");
     let (jsonl, parquet) = sample_files(&archive, dir.path());
     let report = |data: &Path| eval_report(model, &data.to_string_lossy(), 24, &[]);
@@ -247,12 +237,10 @@ fn serve(stream: TcpStream, id: &str, files: &[(String, PathBuf)], log: &Mutex<V
 
 #[test]
 fn imdb_from_the_hub_is_downloaded_once_then_served_offline() {
-    let (Some(model), Some(archive)) = (
+    let (model, archive) = (
         minilm_random_model(),
         shared("data/imdb/aclImdb_v1_labeled.tar.gz"),
-    ) else {
-        return;
-    };
+    );
     let dir = tempfile::tempdir().expect("temp dir");
     let (_, parquet) = sample_files(&archive, dir.path());
     // The repository as stanfordnlp/imdb lays it out; only the test split is fetched.

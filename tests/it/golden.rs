@@ -11,7 +11,7 @@ use sentimq::engine::{Engine, NamedOutput};
 use sentimq::tokenizer::{Encoded, TokenBatch};
 #[cfg(feature = "workstation")]
 use sentimq::{
-    checkpoint::Checkpoint,
+    checkpoint::{self, Checkpoint},
     export::{self, onnx, GraphOptions, Precision},
 };
 
@@ -50,12 +50,15 @@ impl Case {
     }
 }
 
-/// The golden cases of one model, or `None` when `../shared` is absent.
-pub fn golden_cases(model: &str) -> Option<Vec<Case>> {
-    let path = shared("fixtures/golden-bert.json")?;
+/// The golden cases of one model (`models.<model>` of `../shared/fixtures/golden-bert.json`).
+pub fn golden_cases(model: &str) -> Vec<Case> {
+    let path = shared("fixtures/golden-bert.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    serde_json::from_value(json["models"][model].clone()).ok()
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()));
+    serde_json::from_value(json["models"][model].clone())
+        .unwrap_or_else(|e| panic!("{}: models.{model}: {e}", path.display()))
 }
 
 /// The f32 graph with hidden-state outputs (`last_hidden_state`, `pooler_output`) for a
@@ -64,7 +67,7 @@ pub fn golden_cases(model: &str) -> Option<Vec<Case>> {
 pub fn hidden_state_graph(checkpoint_dir: &Path) -> Vec<u8> {
     let checkpoint = Checkpoint::load(checkpoint_dir).expect("loading checkpoint");
     let mut weights = checkpoint.tensors.clone();
-    export::insert_random_head(&mut weights, &checkpoint.config, 2, 0);
+    checkpoint::insert_random_head(&mut weights, &checkpoint.config, 2, 0);
     let graph = export::classifier_graph(
         &weights,
         &checkpoint.config,
@@ -99,12 +102,9 @@ fn check_model(checkpoint_dir: &Path, golden_name: &str) {
 }
 
 /// Runs every golden case of `golden_name` through a hidden-state graph and compares the
-/// [CLS], mean and pooler values with transformers' to 1e-4. Returns the cases checked (0 when
-/// `../shared` is absent).
+/// [CLS], mean and pooler values with transformers' to 1e-4. Returns the cases checked.
 pub fn check_engine(engine: &Engine, golden_name: &str) -> usize {
-    let Some(cases) = golden_cases(golden_name) else {
-        return 0;
-    };
+    let cases = golden_cases(golden_name);
     for case in &cases {
         let encoded = Encoded {
             ids: case.input_ids.clone(),
@@ -128,27 +128,21 @@ pub fn check_engine(engine: &Engine, golden_name: &str) -> usize {
 #[cfg(feature = "workstation")]
 #[test]
 fn tinybert_zip_fixture_matches_transformers() {
-    let Some(dir) = shared("fixtures/tinybert-format") else {
-        return;
-    };
+    let dir = shared("fixtures/tinybert-format");
     check_model(&dir, "tinybert-format");
 }
 
 #[cfg(feature = "workstation")]
 #[test]
 fn tinybert_legacy_fixture_matches_transformers() {
-    let Some(dir) = shared("fixtures/tinybert-format-legacy") else {
-        return;
-    };
+    let dir = shared("fixtures/tinybert-format-legacy");
     check_model(&dir, "tinybert-format");
 }
 
 #[cfg(feature = "workstation")]
 #[test]
 fn minilm_matches_transformers() {
-    let Some(dir) = shared("models/all-MiniLM-L6-v2") else {
-        return;
-    };
+    let dir = shared("models/all-MiniLM-L6-v2");
     check_model(&dir, "all-MiniLM-L6-v2");
 }
 
@@ -157,12 +151,10 @@ fn minilm_matches_transformers() {
 #[cfg(feature = "workstation")]
 #[test]
 fn padded_batch_equals_single_runs() {
-    let (Some(dir), Some(cases)) = (
+    let (dir, cases) = (
         shared("fixtures/tinybert-format"),
         golden_cases("tinybert-format"),
-    ) else {
-        return;
-    };
+    );
     let engine = hidden_state_engine(&dir);
     let items: Vec<Encoded> = cases
         .iter()

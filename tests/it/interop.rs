@@ -1,13 +1,12 @@
 //! The exported graphs pass `onnx.checker` and give the same logits in onnxruntime as in tract.
 //! Needs Python with `onnx` and `onnxruntime` (`.ci/run` installs them).
 
-use std::process::Command;
-
 use sentimq::classifier::Classifier;
 use sentimq::engine::Engine;
+use sentimq::metrics::argmax;
 use sentimq::tokenizer::TokenBatch;
 
-use crate::util::{assert_close, minilm_random_model};
+use crate::util::{assert_close, minilm_random_model, python};
 
 const TEXTS: &[&str] = &[
     "A moving, beautifully acted film.",
@@ -18,9 +17,7 @@ const TEXTS: &[&str] = &[
 
 #[test]
 fn onnxruntime_agrees_with_tract() {
-    let Some(model) = minilm_random_model() else {
-        return;
-    };
+    let model = minilm_random_model();
     let classifier = Classifier::load(model, None).expect("loading model");
     let encoded: Vec<_> = TEXTS
         .iter()
@@ -37,18 +34,18 @@ fn onnxruntime_agrees_with_tract() {
     let batch_path = dir.path().join("batch.json");
     std::fs::write(&batch_path, batch_json.to_string()).expect("writing batch");
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/ort_logits.py");
-    let output = Command::new("python3")
-        .args([script, &model.to_string_lossy(), &batch_path.to_string_lossy(), "model.onnx", "model.int8.onnx"])
-        .output()
-        .expect("running python3 (install onnx and onnxruntime: pip install -r tests/python/requirements.txt)");
-    assert!(
-        output.status.success(),
-        "ort_logits.py failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = python(
+        "ort_logits.py",
+        &[
+            &model.to_string_lossy(),
+            &batch_path.to_string_lossy(),
+            "model.onnx",
+            "model.int8.onnx",
+        ],
+        "onnx and onnxruntime",
     );
     let ort: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("ort_logits.py prints JSON");
+        serde_json::from_slice(&stdout).expect("ort_logits.py prints JSON");
 
     let tract_output = |graph: &str, name: &str| {
         let engine = Engine::load(&model.join(graph)).expect("loading graph");
@@ -100,7 +97,6 @@ fn onnxruntime_agrees_with_tract() {
         ort_output(graph, "probabilities"),
     );
     assert_close(&tract_probs, &ort_probs, 1e-3, 0.0, "int8 probabilities");
-    let argmax = |row: &[f32]| usize::from(row[1] > row[0]);
     let labels = |p: &[f32]| p.chunks(2).map(argmax).collect::<Vec<_>>();
     assert_eq!(labels(&tract_probs), labels(&ort_probs), "int8 labels");
 }

@@ -16,20 +16,18 @@ use sentimq::train::{self, output, report, TrainConfig};
 use crate::golden::golden_cases;
 use crate::util::{assert_close, sentimq, shared};
 
-fn tiny_fixture() -> Option<PathBuf> {
+fn tiny_fixture() -> PathBuf {
     shared("fixtures/tinybert-format")
 }
 
 /// A JSON Lines file of `n` balanced real IMDB training reviews, written once per `n`.
-pub(crate) fn imdb_sample(n: usize) -> Option<PathBuf> {
-    static TRAIN: OnceLock<Option<Vec<data::Example>>> = OnceLock::new();
-    let examples = TRAIN
-        .get_or_init(|| {
-            let archive = shared("data/imdb/aclImdb_v1_labeled.tar.gz")?;
-            let all = data::load(&archive, Split::Train).expect("reading the IMDB archive");
-            Some(data::take_balanced(all, 200, 7))
-        })
-        .as_ref()?;
+pub(crate) fn imdb_sample(n: usize) -> PathBuf {
+    static TRAIN: OnceLock<Vec<data::Example>> = OnceLock::new();
+    let examples = TRAIN.get_or_init(|| {
+        let archive = shared("data/imdb/aclImdb_v1_labeled.tar.gz");
+        let all = data::load(&archive, Split::Train).expect("reading the IMDB archive");
+        data::take_balanced(all, 200, 7)
+    });
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("imdb-train-{n}.jsonl"));
     let lines: String = examples
         .iter()
@@ -37,7 +35,7 @@ pub(crate) fn imdb_sample(n: usize) -> Option<PathBuf> {
         .map(|e| serde_json::json!({"text": e.text, "label": e.label}).to_string() + "\n")
         .collect();
     std::fs::write(&path, lines).expect("writing the sample");
-    Some(path)
+    path
 }
 
 pub(crate) fn tiny_config(base: &Path, data: &Path, out: &Path) -> TrainConfig {
@@ -50,9 +48,7 @@ pub(crate) fn tiny_config(base: &Path, data: &Path, out: &Path) -> TrainConfig {
 }
 
 fn check_golden(dir: &Path, golden_name: &str) {
-    let Some(cases) = golden_cases(golden_name) else {
-        return;
-    };
+    let cases = golden_cases(golden_name);
     let config = TrainConfig::new(dir.to_string_lossy(), "unused", "unused");
     let setup = train::build_model(&config, DType::F32).expect("building the model");
     for (i, case) in cases.iter().enumerate() {
@@ -61,28 +57,10 @@ fn check_golden(dir: &Path, golden_name: &str) {
         let mask = Tensor::ones((1, n), DType::F32, &setup.device).unwrap();
         let encoded = setup.model.encode(&ids, &mask, Mode::Eval).unwrap();
         let hidden = encoded.hidden.squeeze(0).unwrap();
-        let cls: Vec<f32> = hidden
-            .get(0)
-            .unwrap()
-            .narrow(0, 0, 8)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let mean: Vec<f32> = hidden
-            .mean(0)
-            .unwrap()
-            .narrow(0, 0, 8)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let pooled: Vec<f32> = encoded
-            .pooled
-            .get(0)
-            .unwrap()
-            .narrow(0, 0, 8)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let first_8 = |t: Tensor| -> Vec<f32> { t.narrow(0, 0, 8).unwrap().to_vec1().unwrap() };
+        let cls = first_8(hidden.get(0).unwrap());
+        let mean = first_8(hidden.mean(0).unwrap());
+        let pooled = first_8(encoded.pooled.get(0).unwrap());
         case.assert_matches(&cls, &mean, &pooled, &format!("{golden_name} case {i}"));
     }
 }
@@ -93,25 +71,19 @@ fn train_model_matches_transformers_on_tiny_fixtures() {
         "fixtures/tinybert-format",
         "fixtures/tinybert-format-legacy",
     ] {
-        if let Some(dir) = shared(name) {
-            check_golden(&dir, "tinybert-format");
-        }
+        check_golden(&shared(name), "tinybert-format");
     }
 }
 
 #[test]
 fn train_model_matches_transformers_on_minilm() {
-    if let Some(dir) = shared("models/all-MiniLM-L6-v2") {
-        check_golden(&dir, "all-MiniLM-L6-v2");
-    }
+    check_golden(&shared("models/all-MiniLM-L6-v2"), "all-MiniLM-L6-v2");
 }
 
 /// Randomizes every trainable tensor (LoRA B included, so the adapters matter), saves the
 /// adapter, builds it with the build step, and compares the f32 ONNX logits with candle's.
 fn check_onnx_parity(base: &Path, reviews: usize, max_len: usize) {
-    let Some(data) = imdb_sample(reviews) else {
-        return;
-    };
+    let data = imdb_sample(reviews);
     let dir = tempfile::tempdir().unwrap();
     let mut config = tiny_config(base, &data, dir.path());
     config.max_len = max_len;
@@ -168,25 +140,19 @@ fn check_onnx_parity(base: &Path, reviews: usize, max_len: usize) {
 
 #[test]
 fn train_adapter_builds_to_onnx_with_equal_logits_tiny() {
-    if let Some(base) = tiny_fixture() {
-        check_onnx_parity(&base, 50, 128);
-    }
+    check_onnx_parity(&tiny_fixture(), 50, 128);
 }
 
 #[test]
 fn train_adapter_builds_to_onnx_with_equal_logits_minilm() {
-    if let Some(base) = shared("models/all-MiniLM-L6-v2") {
-        check_onnx_parity(&base, 10, 64);
-    }
+    check_onnx_parity(&shared("models/all-MiniLM-L6-v2"), 10, 64);
 }
 
 /// Through the binary: MiniLM learns 32 real reviews to 100 % training accuracy; every
 /// output file is written.
 #[test]
 fn train_cli_overfits_32_reviews() {
-    let (Some(base), Some(data)) = (shared("models/all-MiniLM-L6-v2"), imdb_sample(32)) else {
-        return;
-    };
+    let (base, data) = (shared("models/all-MiniLM-L6-v2"), imdb_sample(32));
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let (ok, stdout, stderr) = sentimq(
@@ -281,9 +247,7 @@ pub(crate) fn step_losses(run: &Path) -> Vec<f64> {
 /// Stopped at step 5 and resumed, a run ends with the adapter of an uninterrupted one.
 #[test]
 fn train_resume_continues_bit_for_bit() {
-    let (Some(base), Some(data)) = (tiny_fixture(), imdb_sample(40)) else {
-        return;
-    };
+    let (base, data) = (tiny_fixture(), imdb_sample(40));
     let dir = tempfile::tempdir().unwrap();
     let config = |out: &str| {
         let mut config = tiny_config(&base, &data, &dir.path().join(out));
@@ -323,21 +287,18 @@ fn train_resume_continues_bit_for_bit() {
     other.batch = 8;
     let error = train::run(&other).unwrap_err().to_string();
     assert!(error.contains("--batch = 4"), "{error}");
-    if let Some(legacy) = shared("fixtures/tinybert-format-legacy") {
-        let mut other = config("resumed");
-        other.resume = true;
-        other.base = legacy.to_string_lossy().into_owned();
-        let error = train::run(&other).unwrap_err().to_string();
-        assert!(error.contains("--base"), "{error}");
-    }
+    let legacy = shared("fixtures/tinybert-format-legacy");
+    let mut other = config("resumed");
+    other.resume = true;
+    other.base = legacy.to_string_lossy().into_owned();
+    let error = train::run(&other).unwrap_err().to_string();
+    assert!(error.contains("--base"), "{error}");
 }
 
 /// Bad input through the binary: each error names the cause.
 #[test]
 fn train_cli_reports_bad_input() {
-    let Some(base) = tiny_fixture() else {
-        return;
-    };
+    let base = tiny_fixture();
     let dir = tempfile::tempdir().unwrap();
     let base = base.to_str().unwrap();
     let run = |data: &Path, extra: &[&str]| -> String {
@@ -399,9 +360,7 @@ fn train_cli_reports_bad_input() {
 #[test]
 #[ignore = "a measurement, minutes on a loaded machine"]
 fn train_throughput_minilm() {
-    let (Some(base), Some(data)) = (shared("models/all-MiniLM-L6-v2"), imdb_sample(200)) else {
-        return;
-    };
+    let (base, data) = (shared("models/all-MiniLM-L6-v2"), imdb_sample(200));
     let (samples_per_s, seconds_per_step) =
         training_throughput(&base, &data, train::DeviceSpec::Cpu, 5);
     println!(
@@ -460,12 +419,10 @@ pub(crate) fn training_throughput(
 #[test]
 #[ignore = "a real training run: about 20 minutes on 2 loaded cores"]
 fn train_real_run_minilm_reaches_80_percent() {
-    let (Some(base), Some(archive)) = (
+    let (base, archive) = (
         shared("models/all-MiniLM-L6-v2"),
         shared("data/imdb/aclImdb_v1_labeled.tar.gz"),
-    ) else {
-        return;
-    };
+    );
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("real-run-minilm");
     let _ = std::fs::remove_dir_all(&out);
     let mut config = TrainConfig::new(base.to_string_lossy(), &archive, &out);
@@ -484,9 +441,7 @@ fn train_real_run_minilm_reaches_80_percent() {
 /// `--full` trains every weight and writes a checkpoint directory the loaders read back.
 #[test]
 fn train_full_writes_a_loadable_checkpoint() {
-    let (Some(base), Some(data)) = (tiny_fixture(), imdb_sample(16)) else {
-        return;
-    };
+    let (base, data) = (tiny_fixture(), imdb_sample(16));
     let dir = tempfile::tempdir().unwrap();
     let mut config = tiny_config(&base, &data, dir.path());
     config.full = true;

@@ -1,8 +1,9 @@
 //! `sentimq train --device cuda` (feature `cuda`): the same run on the GPU and on the CPU ends
 //! with the same adapter, and the GPU's training throughput.
 //!
-//! Built only with `--features cuda` (needs `nvcc`); without a CUDA device at run time the
-//! tests say so and pass. `scripts/gpu-check.sh` runs them on a GPU machine with bases and
+//! Built only with `--features cuda` (needs `nvcc`), which asks for them: without a CUDA device
+//! at run time they fail, naming the device error (the throughput measurement is `#[ignore]`d
+//! and runs with `--ignored`). `scripts/gpu-check.sh` runs them on a GPU machine with bases and
 //! data given by environment, since a GPU machine need not have `../shared`:
 //! - `SENTIMQ_CUDA_BASES`: base checkpoint directories separated by `:` (default: the
 //!   TinyBERT-format fixture and MiniLM from `../shared`);
@@ -15,13 +16,13 @@ use sentimq::train::{self, DeviceSpec, TrainConfig};
 use crate::train::{adapter_tensors, imdb_sample, step_losses, training_throughput};
 use crate::util::shared;
 
-fn cuda_available() -> bool {
-    match DeviceSpec::Cuda(0).open() {
-        Ok(_) => true,
-        Err(error) => {
-            eprintln!("skipping: no CUDA device ({error})");
-            false
-        }
+/// Panics, naming the error, when CUDA device 0 cannot be opened.
+fn require_cuda() {
+    if let Err(error) = DeviceSpec::Cuda(0).open() {
+        panic!(
+            "no CUDA device ({error}): the `cuda` feature's tests need an NVIDIA GPU with the \
+             CUDA libraries; run them there (scripts/gpu-check.sh)"
+        );
     }
 }
 
@@ -30,18 +31,16 @@ fn bases() -> Vec<PathBuf> {
         Some(list) => std::env::split_paths(&list).collect(),
         None => ["fixtures/tinybert-format", "models/all-MiniLM-L6-v2"]
             .into_iter()
-            .filter_map(shared)
+            .map(shared)
             .collect(),
     }
 }
 
-/// The reviews to train on, or `None` (the test is skipped) without a CUDA device or data.
-fn cuda_and_reviews(default_count: usize) -> Option<PathBuf> {
-    if !cuda_available() {
-        return None;
-    }
+/// The reviews to train on, after checking there is a CUDA device (see [`require_cuda`]).
+fn cuda_and_reviews(default_count: usize) -> PathBuf {
+    require_cuda();
     match std::env::var_os("SENTIMQ_CUDA_DATA") {
-        Some(path) => Some(PathBuf::from(path)),
+        Some(path) => PathBuf::from(path),
         None => imdb_sample(default_count),
     }
 }
@@ -63,9 +62,7 @@ fn relative_distance(a: &[f32], b: &[f32]) -> f64 {
 /// Float sums run in another order on the GPU, so the two runs are close, not bit-equal.
 #[test]
 fn cuda_training_matches_cpu() {
-    let Some(data) = cuda_and_reviews(64) else {
-        return;
-    };
+    let data = cuda_and_reviews(64);
     for base in bases() {
         let dir = tempfile::tempdir().unwrap();
         let run = |device: DeviceSpec| {
@@ -143,9 +140,7 @@ fn cuda_training_matches_cpu() {
 #[test]
 #[ignore = "a measurement"]
 fn cuda_training_throughput() {
-    let Some(data) = cuda_and_reviews(200) else {
-        return;
-    };
+    let data = cuda_and_reviews(200);
     for base in bases() {
         let (samples_per_s, seconds_per_step) =
             training_throughput(&base, &data, DeviceSpec::Cuda(0), 30);

@@ -1,5 +1,6 @@
 //! Shared helpers: paths to ../shared, a once-built test model, float comparisons.
 
+#[cfg(feature = "workstation")]
 use std::path::{Path, PathBuf};
 #[cfg(feature = "workstation")]
 use std::{process::Command, sync::OnceLock};
@@ -9,40 +10,32 @@ use sentimq::export::{self, BuildOptions};
 #[cfg(feature = "workstation")]
 use sentimq::tokenizer::Truncation;
 
-/// A path under `../shared`, or `None` (with the reason printed) when it is absent.
-pub fn shared(relative: &str) -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared")
-        .join(relative);
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!("skipping: {} is absent", path.display());
-        None
-    }
-}
+#[path = "../../src/test_inputs.rs"]
+mod test_inputs;
+
+/// `../shared/<relative>`, the unit tests' helper: panics naming the path when it is absent.
+pub(crate) use test_inputs::shared;
 
 /// The real pretrained BERT used as TinyBERT's stand-in.
 #[cfg(feature = "workstation")]
-pub fn minilm() -> Option<PathBuf> {
+#[track_caller]
+pub fn minilm() -> PathBuf {
     shared("models/all-MiniLM-L6-v2")
 }
 
 /// A MiniLM model directory with a random head, built once per test binary.
 #[cfg(feature = "workstation")]
-pub fn minilm_random_model() -> Option<&'static Path> {
-    static MODEL: OnceLock<Option<PathBuf>> = OnceLock::new();
-    MODEL
-        .get_or_init(|| {
-            let base = minilm()?;
-            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("minilm-random");
-            let mut options = BuildOptions::new(base.to_string_lossy(), &out);
-            options.random_head = true;
-            options.truncation = Truncation::head_tail(128, 64);
-            export::build(&options).expect("building the MiniLM test model");
-            Some(out)
-        })
-        .as_deref()
+pub fn minilm_random_model() -> &'static Path {
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let base = minilm();
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("minilm-random");
+        let mut options = BuildOptions::new(base.to_string_lossy(), &out);
+        options.random_head = true;
+        options.truncation = Truncation::head_tail(128, 64);
+        export::build(&options).expect("building the MiniLM test model");
+        out
+    })
 }
 
 /// Runs the `sentimq` binary; returns (status success, stdout, stderr).
@@ -75,6 +68,31 @@ pub fn sentimq(args: &[&str], stdin: Option<&[u8]>) -> (bool, String, String) {
         "sentimq {args:?} panicked:\n{stderr}"
     );
     (output.status.success(), stdout, stderr)
+}
+
+/// Runs `tests/python/<script>` with `args` and returns its stdout; panics with the script's
+/// stderr when it fails, and says what to install (`needs`) when python3 cannot start.
+#[cfg(feature = "workstation")]
+pub fn python(script: &str, args: &[&str], needs: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let output = Command::new("python3")
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| {
+            panic!(
+                "running python3 {script}: {error} \
+                 (install {needs}: pip install -r tests/python/requirements.txt)"
+            )
+        });
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
 }
 
 /// Asserts `|a − b| ≤ atol + rtol·|b|` element-wise, naming the first bad index.

@@ -1,21 +1,19 @@
 //! `sentimq classify`.
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
 
 use anyhow::Context;
-use sentimq::classifier::{Classification, Classifier};
+use sentimq::classifier::Classification;
+use sentimq::error_text::describe;
 use serde::Serialize;
+
+use crate::ModelArgs;
 
 /// Flags of `sentimq classify`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model directory (model.json, tokenizer.json, graphs).
-    #[arg(long, default_value = "models/imdb-minilm")]
-    model: PathBuf,
-    /// Graph file inside the model directory (default: the one model.json names).
-    #[arg(long)]
-    graph: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Texts to classify; without any, one text per line is read from stdin.
     texts: Vec<String>,
 }
@@ -37,8 +35,7 @@ struct ErrorLine<'a> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let classifier = Classifier::load(&args.model, args.graph.as_deref())
-        .with_context(|| format!("loading model from {}", args.model.display()))?;
+    let classifier = args.model.load()?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut failures = 0usize;
@@ -47,7 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let classify_one = |text: &str, out: &mut dyn Write| -> anyhow::Result<bool> {
         match classifier.classify(&[text]) {
             Ok(mut results) => write_line(out, text, &results.remove(0)).map(|()| false),
-            Err(error) => write_error(out, text, error.to_string()).map(|()| true),
+            Err(error) => write_error(out, text, describe(&error)).map(|()| true),
         }
     };
     if args.texts.is_empty() {

@@ -1,25 +1,20 @@
 //! `sentimq eval`.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use sentimq::classifier::Classifier;
 use sentimq::data::{self, Split};
-use std::io::Write;
+use sentimq::eval::{self, Evaluation, Prediction};
 
-use sentimq::metrics::{BinaryMetrics, LengthBucketReport, MetricsByLength, MetricsReport};
-use sentimq::tokenizer::TokenBatch;
+use crate::ModelArgs;
 
 /// Flags of `sentimq eval`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model directory.
-    #[arg(long, default_value = "models/imdb-minilm")]
-    model: PathBuf,
-    /// Graph file inside the model directory (default: the one model.json names).
-    #[arg(long)]
-    graph: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Labelled data: an aclImdb directory or .tar.gz, a .parquet/.csv/.jsonl file, or `imdb`
     /// (stanfordnlp/imdb from the Hugging Face Hub, cached) or `hf:<owner/name>`.
     #[arg(long)]
@@ -48,31 +43,17 @@ pub struct Args {
     predictions: Option<PathBuf>,
 }
 
-/// The JSON report: overall metrics, accuracy by review length, and what was evaluated.
+/// The JSON report: what was evaluated, then the evaluation.
 #[derive(serde::Serialize)]
-struct Report {
+struct Report<'a> {
     model: String,
     graph: String,
     #[serde(flatten)]
-    overall: MetricsReport,
-    /// Reviews cut to the model's window (head+tail truncation).
-    truncated: usize,
-    by_length: Vec<LengthBucketReport>,
-}
-
-#[derive(serde::Serialize)]
-struct Prediction {
-    index: usize,
-    truth: u8,
-    predicted: u8,
-    positive_probability: f32,
-    words: usize,
-    truncated: bool,
+    evaluation: &'a Evaluation,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let classifier = Classifier::load(&args.model, args.graph.as_deref())
-        .with_context(|| format!("loading model from {}", args.model.display()))?;
+    let classifier = args.model.load()?;
     let examples = data::load(&args.data, args.split)
         .with_context(|| format!("reading {}", args.data.display()))?;
     let examples = match args.limit {
@@ -90,63 +71,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} reviews  {per_sec}  eta {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let texts: Vec<String> = examples.iter().map(|e| data::clean_text(&e.text)).collect();
-    let encoded = texts
-        .iter()
-        .map(|text| classifier.encode(text))
-        .collect::<Result<Vec<_>, _>>()
-        .context("tokenizing")?;
-    let mut predictions = Vec::with_capacity(examples.len());
-    let mut order: Vec<usize> = (0..examples.len()).collect();
-    order.sort_by_key(|&i| encoded[i].ids.len());
-    let positive = classifier.manifest().labels.len() - 1;
-    let mut metrics = BinaryMetrics::default();
-    let mut by_length = MetricsByLength::default();
-    let mut session = classifier.engine().session()?;
-    let mut scratch = TokenBatch::default();
-    for chunk in order.chunks(args.batch.max(1)) {
-        let items: Vec<_> = chunk.iter().map(|&i| encoded[i].clone()).collect();
-        let results = classifier.classify_encoded(&mut session, &items, &mut scratch)?;
-        for (&i, result) in chunk.iter().zip(&results) {
-            let predicted = u8::from(result.label == classifier.manifest().labels[positive]);
-            let words = texts[i].split_whitespace().count();
-            metrics.record(examples[i].label, predicted);
-            by_length.record(words, examples[i].label, predicted);
-            predictions.push(Prediction {
-                index: i,
-                truth: examples[i].label,
-                predicted,
-                positive_probability: result.scores[positive].1,
-                words,
-                truncated: result.truncated,
-            });
-        }
-        progress.inc(chunk.len() as u64);
-    }
+    let evaluation = eval::evaluate(&classifier, &examples, args.batch, |done| {
+        progress.inc(done as u64)
+    })
+    .with_context(|| format!("evaluating on {}", args.data.display()))?;
     progress.finish_and_clear();
     if let Some(path) = &args.predictions {
-        predictions.sort_by_key(|p| p.index);
-        write_predictions(path, &predictions)
+        write_predictions(path, &evaluation.predictions)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let report = Report {
-        model: args.model.display().to_string(),
+        model: args.model.dir.display().to_string(),
         graph: classifier.engine().path().display().to_string(),
-        overall: metrics.report(),
-        truncated: predictions.iter().filter(|p| p.truncated).count(),
-        by_length: by_length.report(),
+        evaluation: &evaluation,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("model      {} ({})", report.model, report.graph);
-        println!("{}", report.overall);
+        println!("{}", evaluation.overall);
         println!(
             "truncated  {} of {} reviews (head+tail)",
-            report.truncated, report.overall.examples
+            evaluation.truncated, evaluation.overall.examples
         );
         println!("by length (words): accuracy");
-        for bucket in &report.by_length {
+        for bucket in &evaluation.by_length {
             println!(
                 "  {:>8}  {:.4}  ({} reviews)",
                 bucket.words, bucket.accuracy, bucket.examples

@@ -9,9 +9,12 @@ mod eval;
 #[cfg(feature = "train")]
 mod train;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use sentimq::classifier::Classifier;
 
 /// Fine-tuned BERT sentiment models for small devices: build, check and measure them.
 #[derive(Parser)]
@@ -41,6 +44,25 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         args: Vec<String>,
     },
+}
+
+/// `--model` and `--graph`: the built model `classify` and `eval` load.
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// Model directory (model.json, tokenizer.json, graphs).
+    #[arg(long = "model", default_value = "models/imdb-minilm")]
+    dir: PathBuf,
+    /// Graph file inside the model directory (default: the one model.json names).
+    #[arg(long)]
+    graph: Option<String>,
+}
+
+impl ModelArgs {
+    /// Loads the model directory with the chosen graph.
+    fn load(&self) -> anyhow::Result<Classifier> {
+        Classifier::load(&self.dir, self.graph.as_deref())
+            .with_context(|| format!("loading model from {}", self.dir.display()))
+    }
 }
 
 fn main() -> ExitCode {

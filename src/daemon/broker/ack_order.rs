@@ -38,16 +38,6 @@ impl AckOrder {
         }
     }
 
-    /// Inputs received, not yet released.
-    pub fn len(&self) -> usize {
-        self.inputs.len()
-    }
-
-    /// Whether nothing waits.
-    pub fn is_empty(&self) -> bool {
-        self.inputs.is_empty()
-    }
-
     /// The connection is gone: its packet ids mean nothing on the next one (the broker
     /// redelivers what was not acknowledged).
     pub fn clear(&mut self) {
@@ -74,7 +64,7 @@ mod tests {
         assert_eq!(complete(&mut order, 3), Vec::<u16>::new());
         assert_eq!(complete(&mut order, 1), vec![1]);
         assert_eq!(complete(&mut order, 2), vec![2, 3]);
-        assert!(order.is_empty());
+        assert!(order.inputs.is_empty());
     }
 
     #[test]
@@ -85,7 +75,7 @@ mod tests {
         assert_eq!(complete(&mut order, 99), Vec::<u16>::new());
         assert_eq!(complete(&mut order, 8), Vec::<u16>::new());
         assert_eq!(complete(&mut order, 8), Vec::<u16>::new());
-        assert_eq!(order.len(), 2);
+        assert_eq!(order.inputs.len(), 2);
         assert_eq!(complete(&mut order, 7), vec![7, 8]);
     }
 
@@ -95,6 +85,6 @@ mod tests {
         order.received(1);
         order.clear();
         assert_eq!(complete(&mut order, 1), Vec::<u16>::new());
-        assert!(order.is_empty());
+        assert!(order.inputs.is_empty());
     }
 }

@@ -336,13 +336,13 @@ impl EventLoopTask {
                 SubscribeReasonCode::Success(_) => {}
                 failure => {
                     error!(filter = %filter, reason = ?failure, "the broker refused the subscription (mqtt.inputs)");
-                    refused.get_or_insert((filter.clone(), format!("{failure:?}")));
+                    refused.get_or_insert((filter.clone(), *failure));
                 }
             }
         }
-        if let Some((filter, reason)) = refused {
+        if let Some((filter, code)) = refused {
             if !state.has_subscribed {
-                return Err(Error::SubscriptionRefused { filter, reason });
+                return Err(Error::SubscriptionRefused { filter, code });
             }
         } else if !state.has_subscribed {
             state.has_subscribed = true;

@@ -80,7 +80,7 @@ pub enum LogFormatFlag {
 
 impl Flags {
     /// The keys these flags set: `(key path, flag, value)`.
-    pub fn overrides(&self) -> Vec<(&'static str, &'static str, toml::Value)> {
+    pub(crate) fn overrides(&self) -> Vec<(&'static str, &'static str, toml::Value)> {
         use toml::Value as V;
         let string = |s: &String| V::String(s.clone());
         let path = |p: &PathBuf| V::String(p.to_string_lossy().into_owned());

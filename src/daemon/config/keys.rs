@@ -27,7 +27,7 @@ pub enum Kind {
 
 impl Kind {
     /// What a value of this kind looks like, for error messages.
-    pub fn expected(&self) -> String {
+    pub(crate) fn expected(&self) -> String {
         match self {
             Kind::Str => "a string".into(),
             Kind::Path => "a path (string)".into(),
@@ -62,7 +62,7 @@ impl Key {
 }
 
 /// The environment variable of a key path.
-pub fn env_var(path: &str) -> String {
+pub(crate) fn env_var(path: &str) -> String {
     format!("SENTIMQ_{}", path.replace('.', "_").to_ascii_uppercase())
 }
 
@@ -70,10 +70,10 @@ pub fn env_var(path: &str) -> String {
 pub const PASSWORD_ENV: &str = "SENTIMQ_MQTT_PASSWORD";
 
 /// Environment variable naming the config file (same as `--config`).
-pub const CONFIG_ENV: &str = "SENTIMQ_CONFIG";
+pub(crate) const CONFIG_ENV: &str = "SENTIMQ_CONFIG";
 
 /// Sections of the file (tables that hold keys).
-pub const SECTIONS: &[&str] = &[
+pub(crate) const SECTIONS: &[&str] = &[
     "mqtt", "mqtt.tls", "input", "model", "pipeline", "stats", "log",
 ];
 
@@ -117,14 +117,14 @@ pub const KEYS: &[Key] = &[
 ];
 
 /// The key at `path`.
-pub fn find(path: &str) -> Option<&'static Key> {
+pub(crate) fn find(path: &str) -> Option<&'static Key> {
     KEYS.iter().find(|k| k.path == path)
 }
 
 /// The known key closest to an unknown one, for "did you mean" hints: the same leaf name in
 /// another section (`mqtt.ca_file` → `mqtt.tls.ca_file`), else the key sharing most words of
 /// its leaf, preferring the same section (`pipeline.batch_size` → `pipeline.max_batch`).
-pub fn closest(path: &str) -> Option<&'static str> {
+pub(crate) fn closest(path: &str) -> Option<&'static str> {
     let (section, leaf) = path.rsplit_once('.').unwrap_or(("", path));
     if let Some(key) = KEYS
         .iter()

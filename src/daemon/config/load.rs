@@ -8,7 +8,7 @@ use super::{Config, Secret};
 
 /// Where a value came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Layer {
+pub enum ConfigLayer {
     /// Built-in default.
     Default,
     /// The TOML file.
@@ -19,13 +19,13 @@ pub enum Layer {
     Flag(&'static str),
 }
 
-impl fmt::Display for Layer {
+impl fmt::Display for ConfigLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Layer::Default => f.write_str("default"),
-            Layer::File(path) => write!(f, "{}", path.display()),
-            Layer::Env(var) => write!(f, "environment variable {var}"),
-            Layer::Flag(flag) => write!(f, "flag {flag}"),
+            ConfigLayer::Default => f.write_str("default"),
+            ConfigLayer::File(path) => write!(f, "{}", path.display()),
+            ConfigLayer::Env(var) => write!(f, "environment variable {var}"),
+            ConfigLayer::Flag(flag) => write!(f, "flag {flag}"),
         }
     }
 }
@@ -56,7 +56,7 @@ pub enum ConfigError {
         /// The key path.
         key: String,
         /// Where it was set.
-        origin: Layer,
+        origin: ConfigLayer,
         /// The closest known key.
         hint: Option<&'static str>,
     },
@@ -66,7 +66,7 @@ pub enum ConfigError {
         /// The key path.
         key: String,
         /// Where it was set.
-        origin: Layer,
+        origin: ConfigLayer,
         /// What was expected.
         expected: String,
         /// What was found.
@@ -93,7 +93,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// The key path the error is about, when it is about one key.
-    pub fn key(&self) -> Option<&str> {
+    pub(crate) fn key(&self) -> Option<&str> {
         match self {
             ConfigError::UnknownKey { key, .. } | ConfigError::WrongType { key, .. } => Some(key),
             ConfigError::Invalid { key, .. } => Some(key),
@@ -134,7 +134,7 @@ pub struct Override {
     /// The key path.
     pub key: String,
     /// The layer that set it last.
-    pub layer: Layer,
+    pub layer: ConfigLayer,
 }
 
 /// A loaded configuration and how it came about.
@@ -172,7 +172,7 @@ pub fn load(sources: Sources) -> Result<Loaded, ConfigError> {
                 path: path.clone(),
                 message: e.to_string().trim_end().replace('\n', " "),
             })?;
-        check_table("", &table, &Layer::File(path.clone()))?;
+        check_table("", &table, &ConfigLayer::File(path.clone()))?;
     }
 
     let mut password = None;
@@ -193,7 +193,7 @@ pub fn load(sources: Sources) -> Result<Loaded, ConfigError> {
             }
             continue;
         };
-        let origin = Layer::Env(var.clone());
+        let origin = ConfigLayer::Env(var.clone());
         let value = parse_env(key.kind, raw).ok_or_else(|| ConfigError::WrongType {
             key: key.path.into(),
             origin: origin.clone(),
@@ -210,7 +210,7 @@ pub fn load(sources: Sources) -> Result<Loaded, ConfigError> {
 
     for (path, flag, value) in sources.flags {
         let key = keys::find(path).expect("flags map to known keys");
-        let origin = Layer::Flag(flag);
+        let origin = ConfigLayer::Flag(flag);
         check_value(path, key.kind, &value, &origin)?;
         set(&mut table, path, value);
         overrides.retain(|o| o.key != path);
@@ -248,7 +248,7 @@ pub fn load(sources: Sources) -> Result<Loaded, ConfigError> {
 }
 
 /// Checks every key of a file table against the key table, recursing into sections.
-fn check_table(prefix: &str, table: &toml::Table, origin: &Layer) -> Result<(), ConfigError> {
+fn check_table(prefix: &str, table: &toml::Table, origin: &ConfigLayer) -> Result<(), ConfigError> {
     for (name, value) in table {
         let path = if prefix.is_empty() {
             name.clone()
@@ -283,7 +283,7 @@ fn check_value(
     path: &str,
     kind: Kind,
     value: &toml::Value,
-    origin: &Layer,
+    origin: &ConfigLayer,
 ) -> Result<(), ConfigError> {
     use toml::Value as V;
     let ok = match (kind, value) {
@@ -418,7 +418,7 @@ mod tests {
         assert_eq!(c.pipeline.workers, 1, "default kept");
         assert!(loaded.overrides.contains(&Override {
             key: "pipeline.max_batch".into(),
-            layer: Layer::Flag("--max-batch")
+            layer: ConfigLayer::Flag("--max-batch")
         }));
     }
 

@@ -30,8 +30,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use flags::{Flags, LogFormatFlag};
-pub use load::{load, ConfigError, Layer, Loaded, Override, Sources};
-pub use server::{ServerAddress, ServerError};
+pub use load::{load, ConfigError, ConfigLayer, Loaded, Override, Sources};
+pub(crate) use server::{ServerAddress, ServerError};
 
 /// Everything `sentimqd` needs to run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -180,12 +180,12 @@ pub struct Secret(String);
 
 impl Secret {
     /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
+    pub(crate) fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
 
     /// The secret itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -278,7 +278,7 @@ impl Default for LogConfig {
 
 impl Config {
     /// The parsed `mqtt.server` (checked by [`load`]).
-    pub fn server(&self) -> Result<ServerAddress, ServerError> {
+    pub(crate) fn server(&self) -> Result<ServerAddress, ServerError> {
         self.mqtt.server.parse()
     }
 
@@ -306,7 +306,7 @@ impl Config {
     }
 
     /// Intra-op threads after resolving 0 = cores / workers (at least 1).
-    pub fn intra_op_threads(&self) -> usize {
+    pub(crate) fn intra_op_threads(&self) -> usize {
         match self.pipeline.intra_op_threads {
             0 => (available_cores() / self.pipeline.workers.max(1) as usize).max(1),
             n => n as usize,
@@ -314,12 +314,12 @@ impl Config {
     }
 
     /// `pipeline.max_wait_ms` as a duration.
-    pub fn batch_window(&self) -> Duration {
+    pub(crate) fn batch_window(&self) -> Duration {
         Duration::from_millis(self.pipeline.max_wait_ms)
     }
 }
 
 /// Cores this process may use.
-pub fn available_cores() -> usize {
+pub(crate) fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }

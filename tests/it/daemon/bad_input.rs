@@ -14,14 +14,14 @@ const LIMIT: i64 = 2048;
 
 fn start(
     name: &str,
-) -> Option<(
+) -> (
     tempfile::TempDir,
     Broker,
     TestClient,
     Daemon,
     &'static std::path::Path,
-)> {
-    let model = setup()?;
+) {
+    let model = setup();
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path(), BrokerOptions::default());
     let client = TestClient::v5(broker.port, &format!("{name}-client"));
@@ -34,14 +34,12 @@ fn start(
     let daemon = Daemon::spawn(dir.path(), name, &config);
     client.wait_for_payload("bad/status", "online", START);
     daemon.wait_for_log("ready", START);
-    Some((dir, broker, client, daemon, model))
+    (dir, broker, client, daemon, model)
 }
 
 #[test]
 fn each_bad_input_gets_its_error_code() {
-    let Some((_dir, _broker, client, mut daemon, _model)) = start("bad-codes") else {
-        return;
-    };
+    let (_dir, _broker, client, mut daemon, _model) = start("bad-codes");
     let cases: Vec<(&str, Vec<u8>, &str, Value)> = vec![
         ("utf8", b"caf\xc3 \xff".to_vec(), "bad_utf8", Value::Null),
         ("json", b"{\"text\": ".to_vec(), "bad_json", Value::Null),
@@ -116,9 +114,7 @@ fn each_bad_input_gets_its_error_code() {
 /// 10,000 messages at once, 9 in 10 of them bad: one reply each, correct results, still up.
 #[test]
 fn burst_of_10000_mixed_messages() {
-    let Some((_dir, _broker, client, mut daemon, model)) = start("bad-burst") else {
-        return;
-    };
+    let (_dir, _broker, client, mut daemon, model) = start("bad-burst");
     const N: usize = 10_000;
     let texts = [
         "An absolute triumph of a film.",

@@ -1,16 +1,12 @@
 //! With no `model.path` anywhere, the daemon serves the shipped model, `models/imdb-minilm`.
 
 use super::client::TestClient;
-use super::harness::{daemon_config, have_mosquitto, Broker, BrokerOptions, Daemon};
+use super::harness::{daemon_config, Broker, BrokerOptions, Daemon};
 use super::{assert_result_matches, REPLY, START};
 use crate::default_model::default_model;
 
 #[test]
 fn daemon_without_a_model_setting_serves_the_shipped_model() {
-    if !have_mosquitto() {
-        eprintln!("skipping: mosquitto is absent");
-        return;
-    }
     let model = default_model();
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path(), BrokerOptions::default());

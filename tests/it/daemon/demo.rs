@@ -4,7 +4,7 @@
 use std::process::Output;
 
 use super::client::TestClient;
-use super::harness::{have_mosquitto, sentimqd_command, Broker, BrokerOptions};
+use super::harness::{sentimqd_command, Broker, BrokerOptions};
 use super::REPLY;
 
 const GOOD: &str = "A wonderful, moving film; the cast is superb and I would watch it again.";
@@ -64,10 +64,6 @@ fn demo_without_a_broker_starts_its_own_and_prints_every_reply() {
 
 #[test]
 fn demo_with_a_configured_broker_uses_it() {
-    if !have_mosquitto() {
-        eprintln!("skipping: mosquitto is absent");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path(), BrokerOptions::default());
     let watcher = TestClient::v5(broker.port, "demo-watcher");

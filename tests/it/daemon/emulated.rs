@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use super::assert_result_matches;
 use super::client::TestClient;
-use super::harness::{
-    daemon_config, have_mosquitto, Broker, BrokerOptions, Daemon, DAEMON_UNDER_TEST,
-};
+use super::harness::{daemon_config, Broker, BrokerOptions, Daemon, DAEMON_UNDER_TEST};
 
 /// Emulation is 5–20× slower than native: loading and planning the model takes a while.
 const EMULATED_START: Duration = Duration::from_secs(600);
@@ -19,10 +17,7 @@ const EMULATED_REPLY: Duration = Duration::from_secs(120);
 fn emulated_daemon_answers_20_messages() {
     let command = std::env::var(DAEMON_UNDER_TEST)
         .unwrap_or_else(|_| panic!("set {DAEMON_UNDER_TEST} to the daemon's command line"));
-    assert!(
-        have_mosquitto(),
-        "mosquitto is needed (scripts/setup.sh installs it)"
-    );
+    super::harness::mosquitto();
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/imdb-minilm");
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path(), BrokerOptions::default());

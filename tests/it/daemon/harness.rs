@@ -8,27 +8,31 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// The mosquitto executable (Debian puts it in /usr/sbin, which users may lack in PATH).
-fn mosquitto_binary() -> &'static str {
-    if Path::new("/usr/sbin/mosquitto").exists() {
-        "/usr/sbin/mosquitto"
-    } else {
-        "mosquitto"
-    }
+/// The mosquitto broker executable, the one [`Broker`] runs. Panics, saying how to install it,
+/// when there is none: the daemon tests need a real broker.
+#[track_caller]
+pub fn mosquitto() -> PathBuf {
+    mosquitto_program("mosquitto")
 }
 
-/// Whether `mosquitto` is installed; prints why not (scripts/setup.sh installs it).
-pub fn have_mosquitto() -> bool {
-    let found = Command::new(mosquitto_binary())
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        eprintln!("skipping: mosquitto is not installed (run scripts/setup.sh)");
-    }
-    found
+/// A program of Debian's mosquitto packages (`mosquitto`, `mosquitto_passwd`):
+/// `/usr/sbin/<name>` (where Debian puts the broker, outside many users' PATH), else the first
+/// executable `<name>` on PATH. Panics, saying how to install it, when there is none.
+#[track_caller]
+pub fn mosquitto_program(name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::iter::once(PathBuf::from("/usr/sbin"))
+        .chain(std::env::split_paths(&path))
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| {
+            panic!("{name} is not on PATH (or /usr/sbin/{name}): run scripts/setup.sh")
+        })
 }
 
 /// A port nothing listens on right now.
@@ -122,13 +126,14 @@ impl Broker {
 
     /// Starts the process and waits for the port; `false` if it exited (port clash).
     fn spawn(&mut self) -> bool {
-        let child = Command::new(mosquitto_binary())
+        let binary = mosquitto();
+        let child = Command::new(&binary)
             .arg("-c")
             .arg(&self.config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawning mosquitto");
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", binary.display()));
         self.child = Some(child);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {

@@ -28,10 +28,11 @@ pub const START: Duration = Duration::from_secs(60);
 /// Deadline for one reply.
 pub const REPLY: Duration = Duration::from_secs(20);
 
-/// The test model and mosquitto, or `None` (with the reason printed) when either is absent.
-pub fn setup() -> Option<&'static Path> {
-    let model = minilm_random_model()?;
-    harness::have_mosquitto().then_some(model)
+/// The test model (MiniLM with a random head), after checking mosquitto is installed; panics
+/// naming what is missing.
+pub fn setup() -> &'static Path {
+    harness::mosquitto();
+    minilm_random_model()
 }
 
 /// What the in-process classifier says about `text`, for comparing with the daemon's results.
