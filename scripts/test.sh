@@ -52,8 +52,11 @@ if [ -z "${1:-}" ]; then
   cross_log=${CARGO_TARGET_DIR:-target}/cross-builds.log
   mkdir -p "$(dirname "$cross_log")"
   echo "ARM builds in the background (log: $cross_log)"
-  # Its own process group, so that an early exit stops the builds too.
-  setsid nice -n 10 bash -c 'for target; do cross/check.sh "$target" --build-only || exit 1; done' \
+  # Its own session and process group, so that an early exit stops the builds too; with the
+  # kernel's autogroup scheduling a new session gets its own CPU share, which
+  # /proc/self/autogroup lowers as nice does within one.
+  setsid nice -n 10 bash -c '{ echo 10 > /proc/self/autogroup; } 2>/dev/null
+    for target; do cross/check.sh "$target" --build-only || exit 1; done' \
     _ "${targets[@]}" > "$cross_log" 2>&1 &
   cross_builds=$!
   trap 'kill -- -"$cross_builds" 2>/dev/null; report' EXIT
