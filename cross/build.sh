@@ -57,4 +57,7 @@ export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-false}
 
 command=$1
 shift
-exec "$cargo" "$command" --target "$target" "$@"
+# Every dependency at opt-level 3 on the devices (Cargo.toml keeps most at 1 for the host tests):
+# under qemu the device checks run the model's start-up (sha256 of the graph, tokenizer.json) and
+# whole test files, and at opt-level 1 they were several times slower.
+exec "$cargo" "$command" --config 'profile.dev.package."*".opt-level=3' --target "$target" "$@"
