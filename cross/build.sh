@@ -46,7 +46,7 @@ export RUSTC="$rustc"
 # CI lints the host build through clippy-driver (.ci/run), which is rustup's, not this rustc.
 unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
 export "CARGO_TARGET_${upper}_LINKER=$gcc"
-export "CARGO_TARGET_${upper}_RUNNER=$qemu -L $sysroot"
+export "CARGO_TARGET_${upper}_RUNNER=$emulator"
 # ring's C and assembly go through the cc crate.
 export "CC_${target//-/_}=$gcc" "AR_${target//-/_}=${gcc%-gcc}-ar"
 CARGO_TARGET_DIR=$(cross_target_dir)

@@ -33,7 +33,7 @@ start=$(date +%s)
 # sentimqd binary.
 cross/build.sh "$target" test --locked --no-run --no-default-features --lib --test it
 binary=$(realpath "$(cross_target_dir)/$target/debug/sentimqd")
-"$qemu" -L "$sysroot" "$binary" --version
+$emulator "$binary" --version
 built=$(date +%s)
 if [ $build_only = 1 ]; then
   echo "cross/check.sh $target: build $(( built - start )) s"
@@ -43,7 +43,7 @@ fi
 # Host-side tests use scripts/test.sh's features, so its build is reused.
 export SENTIMQ_DEVICE_TOLERANCE=$tolerance SENTIMQ_DEVICE_REVIEWS=${SENTIMQ_DEVICE_REVIEWS:-$device_reviews}
 if [ $e2e = 1 ]; then
-  SENTIMQ_TEST_SENTIMQD="$qemu -L $sysroot $binary" \
+  SENTIMQ_TEST_SENTIMQD="$emulator $binary" \
     cargo test --features train --test it daemon::emulated -- --ignored --nocapture
 fi
 

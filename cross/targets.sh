@@ -1,5 +1,6 @@
 # Sourced by cross/*.sh: the Raspberry Pi targets and their Debian cross tools.
-# Sets gcc (linker and C compiler), sysroot (the target's libc for qemu -L), qemu, debian_arch
+# Sets gcc (linker and C compiler), sysroot (the target's libc for qemu -L), qemu, emulator (the
+# command line that runs a target binary, see below), debian_arch
 # (the Debian architecture of its prebuilt standard library), device_reviews (how many of the
 # x86_64 reference's IMDB reviews the device tests classify under qemu), and
 # tolerance: how far the emulated daemon's int8 scores may be from x86_64's in the end-to-end
@@ -18,6 +19,13 @@ cross_target_tools() {
       echo "unsupported target '$1' (aarch64-unknown-linux-gnu, armv7-unknown-linux-gnueabihf)" >&2
       return 2 ;;
   esac
+  # The prebuilt standard library (libstd-rust-web-dev:<arch>) pulls the target's multiarch
+  # glibc into /lib/<triple>/, and the host's /etc/ld.so.cache then lists it. qemu's -L serves
+  # the cross package's ld.so from $sysroot, which would otherwise find that newer libc.so.6
+  # through the cache: a loader and libc from two glibc builds, which spun forever in
+  # pthread_create (the first rayon thread). LD_LIBRARY_PATH keeps the loader and libc from
+  # the same package.
+  emulator="$qemu -L $sysroot -E LD_LIBRARY_PATH=$sysroot/lib"
 }
 
 # Where cross builds go: the compiler differs from rustup's, so its artifacts stay apart.

@@ -9,7 +9,9 @@
 //! Shutdown (SIGTERM/SIGINT): the event loop stops taking inputs, the batcher closes the intake
 //! and batches what is queued, the workers finish and drop their reply senders, the outbox
 //! publishes the last replies and `offline`, waits for the broker's acks and disconnects; the
-//! event loop ends when the DISCONNECT is out. All within `pipeline.shutdown_timeout_secs`.
+//! event loop ends when the DISCONNECT is out. All within `pipeline.shutdown_timeout_secs`; without
+//! a connection to the broker (none yet, or lost) nothing can be published or acknowledged, so
+//! the daemon exits at once and the broker redelivers what was not acknowledged.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -211,7 +213,7 @@ async fn serve(
     let mut outbox = tokio::spawn(
         Outbox {
             client,
-            link,
+            link: link.clone(),
             replies: replies_rx,
             topics,
             filters,
@@ -259,17 +261,31 @@ async fn serve(
     }
     let timeout = Duration::from_secs(config.pipeline.shutdown_timeout_secs);
     let drained = tokio::time::timeout(timeout, async {
-        let _ = batcher.await;
-        let published = joined((&mut outbox).await);
-        let disconnected = joined((&mut event_loop).await);
-        published.and(disconnected)
+        let drain = async {
+            let _ = batcher.await;
+            let published = joined((&mut outbox).await);
+            let disconnected = joined((&mut event_loop).await);
+            published.and(disconnected)
+        };
+        tokio::select! {
+            result = drain => Some(result),
+            // Without a connection nothing can be published or acknowledged: waiting would only
+            // hold up systemd's stop. The broker redelivers unacknowledged inputs.
+            () = link.disconnected() => None,
+        }
     })
     .await;
     match drained {
-        Ok(result) => {
+        Ok(Some(result)) => {
             pool.join();
             result?;
             info!("stopped");
+            Ok(())
+        }
+        Ok(None) => {
+            info!("stopped without a connection to the broker; unacknowledged inputs will be redelivered");
+            event_loop.abort();
+            outbox.abort();
             Ok(())
         }
         Err(_) => {

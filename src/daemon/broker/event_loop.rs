@@ -155,6 +155,7 @@ impl EventLoopTask {
         }
         state.is_connected = false;
         state.epoch += 1;
+        self.link.connection.send_replace(None);
         // Acks for the old connection would hit whatever the broker numbers next.
         state.acks.clear();
         state.ack_order.clear();

@@ -68,6 +68,7 @@ pub struct Link {
     ledger: Mutex<Ledger>,
     ack_backlog: AtomicUsize,
     outstanding: watch::Sender<usize>,
+    /// The connection up now, if any: set on CONNACK, cleared when it is lost.
     connection: watch::Sender<Option<Connected>>,
 }
 
@@ -97,6 +98,13 @@ impl Link {
     /// Replies handed to the client and not yet acknowledged by the broker.
     pub fn awaiting_ack(&self) -> usize {
         self.ledger().outstanding()
+    }
+
+    /// Resolves while no connection to the broker is up (at once if none is).
+    pub async fn disconnected(&self) {
+        let mut connection = self.connection.subscribe();
+        // The sender lives in `self`, so `wait_for` cannot fail while we borrow it.
+        let _ = connection.wait_for(Option::is_none).await;
     }
 
     /// Waits until every reply is acknowledged and every input ack is queued for sending.

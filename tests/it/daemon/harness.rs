@@ -378,7 +378,8 @@ impl Drop for Daemon {
 }
 
 /// The variable naming another `sentimqd` to test: a command line such as
-/// `qemu-aarch64 -L /usr/aarch64-linux-gnu target/cross/aarch64-unknown-linux-gnu/debug/sentimqd`
+/// `qemu-aarch64 -L /usr/aarch64-linux-gnu -E LD_LIBRARY_PATH=/usr/aarch64-linux-gnu/lib
+/// target/cross/aarch64-unknown-linux-gnu/debug/sentimqd`
 /// (`cross/check.sh` sets it for the emulated run).
 pub const DAEMON_UNDER_TEST: &str = "SENTIMQ_TEST_SENTIMQD";
 

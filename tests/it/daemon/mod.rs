@@ -11,6 +11,7 @@ mod emulated;
 mod end_to_end;
 mod faults;
 mod harness;
+mod shutdown;
 mod tls;
 mod validate;
 
