@@ -34,7 +34,9 @@ step() {
   echo; echo "== $* ($(date +%T))"
 }
 finish_step() {
-  [ -n "$step_name" ] && timings+=("$(printf '%6d s  %s' $(( $(date +%s) - step_start )) "$step_name")")
+  if [ -n "$step_name" ]; then
+    timings+=("$(printf '%6d s  %s' $(( $(date +%s) - step_start )) "$step_name")")
+  fi
   step_name=""
 }
 report() {
@@ -59,7 +61,9 @@ if [ -z "${1:-}" ]; then
     for target; do cross/check.sh "$target" --build-only || exit 1; done' \
     _ "${targets[@]}" > "$cross_log" 2>&1 &
   cross_builds=$!
-  trap 'kill -- -"$cross_builds" 2>/dev/null; report' EXIT
+  # `|| true`: the builds have usually finished, and a failing command in an EXIT trap would
+  # replace the script's exit status (set -e) and skip the report.
+  trap 'kill -- -"$cross_builds" 2>/dev/null || true; report' EXIT
 fi
 
 step "host tests"

@@ -91,6 +91,9 @@ pub struct BrokerOptions {
     pub tls: Option<BrokerTls>,
     /// A mosquitto password file; anonymous clients are refused when set.
     pub password_file: Option<PathBuf>,
+    /// No persistence. The default saves the database after every change (what the crash tests
+    /// need), which costs a full write per message once thousands are queued.
+    pub in_memory: bool,
 }
 
 /// A mosquitto on 127.0.0.1 with persistence in its directory; killed and reaped on drop.
@@ -216,13 +219,21 @@ impl Drop for Broker {
 }
 
 fn broker_config(dir: &Path, port: u16, options: &BrokerOptions) -> String {
-    let mut config = format!(
-        "per_listener_settings false
-persistence true
+    let persistence = if options.in_memory {
+        "persistence false".to_string()
+    } else {
+        format!(
+            "persistence true
 persistence_location {dir}/
 persistence_file mosquitto.db
 autosave_interval 1
-autosave_on_changes true
+autosave_on_changes true",
+            dir = dir.display()
+        )
+    };
+    let mut config = format!(
+        "per_listener_settings false
+{persistence}
 max_queued_messages 0
 max_inflight_messages 20
 log_dest file {dir}/mosquitto.log
@@ -378,7 +389,7 @@ impl Drop for Daemon {
 }
 
 /// The variable naming another `sentimqd` to test: a command line such as
-/// `qemu-aarch64 -L /usr/aarch64-linux-gnu -E LD_LIBRARY_PATH=/usr/aarch64-linux-gnu/lib
+/// `qemu-aarch64 -cpu cortex-a72 -L /usr/aarch64-linux-gnu -E LD_LIBRARY_PATH=/usr/aarch64-linux-gnu/lib
 /// target/cross/aarch64-unknown-linux-gnu/debug/sentimqd`
 /// (`cross/check.sh` sets it for the emulated run).
 pub const DAEMON_UNDER_TEST: &str = "SENTIMQ_TEST_SENTIMQD";

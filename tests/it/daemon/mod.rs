@@ -2,6 +2,7 @@
 //! daemon crashes, TLS; plus `sentimqd validate`, `sentimqd demo` and the README's tables.
 
 mod bad_input;
+mod burst;
 mod client;
 mod default_model;
 #[cfg(feature = "embedded-broker")]
