@@ -100,7 +100,7 @@ impl Link {
         self.ledger().outstanding()
     }
 
-    /// Resolves while no connection to the broker is up (at once if none is).
+    /// Resolves once no connection to the broker is up (at once if none is now).
     pub async fn disconnected(&self) {
         let mut connection = self.connection.subscribe();
         // The sender lives in `self`, so `wait_for` cannot fail while we borrow it.
