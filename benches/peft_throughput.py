@@ -1,6 +1,6 @@
 """PyTorch + PEFT training throughput: the peer of `sentimq train` at the same setting.
 
-LoRA r=8, alpha=16, dropout 0.1 on query+value with a trainable head, batch 16 x 128 tokens
+LoRA r=8 (--lora-r), alpha=16, dropout 0.1 on query+value (--lora-targets) with a trainable head, batch 16 x 128 tokens
 (every position a real token, no padding), f32 eager, AdamW with gradient clipping; one update
 = forward + backward + step, as `training_throughput` in tests/it/train.rs measures sentimq.
 
@@ -42,11 +42,11 @@ def save_random_base(shape, out, tokenizer, seed):
     shutil.copy(tokenizer, out / "tokenizer.json")
 
 
-def throughput(model, device, steps, batch, seq, seed):
+def throughput(model, device, steps, batch, seq, seed, r=8, targets=("query", "value")):
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["query", "value"],
+    lora = LoraConfig(r=r, lora_alpha=16, lora_dropout=0.1, target_modules=list(targets),
                       task_type="SEQ_CLS")
     model = get_peft_model(model, lora).to(device)
     model.train()
@@ -87,6 +87,9 @@ def main():
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank (alpha stays 16)")
+    parser.add_argument("--lora-targets", default="query,value",
+                        help="comma-separated module names, as sentimq's --lora-targets")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--save", type=Path, help="write a random-weight base of --shape here and stop")
     parser.add_argument("--tokenizer", type=Path, help="tokenizer.json to put beside --save's weights")
@@ -108,7 +111,10 @@ def main():
         torch.manual_seed(args.seed)
         model = BertForSequenceClassification(shape_config(args.shape))
         name = args.shape
-    samples_per_s, seconds_per_step = throughput(model, device, args.steps, args.batch, args.seq, args.seed)
+    # PEFT matches each name against the end of a module's name, as sentimq does.
+    targets = args.lora_targets.split(",")
+    samples_per_s, seconds_per_step = throughput(model, device, args.steps, args.batch, args.seq, args.seed,
+                                                 args.lora_r, targets)
     print(json.dumps({
         "framework": f"torch {torch.__version__} + peft",
         "model": name,
@@ -116,6 +122,7 @@ def main():
         "threads": torch.get_num_threads(),
         "batch": args.batch,
         "seq": args.seq,
+        "lora": f"r {args.lora_r} on {args.lora_targets}",
         "samples_per_s": round(samples_per_s, 2),
         "ms_per_step": round(seconds_per_step * 1e3, 2),
     }))

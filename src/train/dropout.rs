@@ -2,18 +2,23 @@
 //!
 //! A run must be reproducible from its seed, and `--resume` exact, so every micro-batch's masks
 //! are a function of the run seed and the micro-batch's position in the schedule:
-//! - on the CPU they are drawn on the host from the crate's [`SplitMix64`] (candle's CPU backend
-//!   cannot seed its generator: `Device::set_seed` fails there);
+//! - on the CPU they are counter-based draws on the host (`sentimq_train_kernels::dropout`):
+//!   the micro-batch's stream seed and the draw's number give a key, and whether an element is
+//!   kept is a hash of the key and its index, so the fused ops redraw a mask in the backward
+//!   pass instead of storing it (candle's CPU backend cannot seed a generator anyway:
+//!   `Device::set_seed` fails there);
 //! - on a GPU, the device's own generator (cuRAND on CUDA) is re-seeded for each micro-batch and
 //!   draws them where they are used. Drawing on the host costs a GPU run most of its step time:
 //!   BERT-base at batch 16 × 128 tokens needs about 130 million draws per update, while a
 //!   whole PyTorch update of it takes ~30 ms on an H200. `DropoutMasks::on_host` still draws the CPU's masks on
 //!   any device, which makes a GPU run comparable with a CPU run, mask for mask.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 
 use candle_core::{Device, Result, Tensor};
+use sentimq_train_kernels::dropout::DropoutMask;
 
+use super::fused;
 use crate::rng::SplitMix64;
 
 /// Whether a forward pass trains (dropout on, masks from the given source) or evaluates.
@@ -34,6 +39,17 @@ impl Mode<'_> {
             _ => Ok(xs.clone()),
         }
     }
+
+    /// The next host-drawn mask for probability `p`, for an op that applies it itself
+    /// (the fused attention): `None` in eval mode or for `p = 0`.
+    ///
+    /// Errors: the masks are drawn on a device, which such an op cannot use.
+    pub(crate) fn host_mask(&self, p: f64) -> Result<Option<DropoutMask>> {
+        match self {
+            Mode::Train(masks) if p > 0.0 => masks.next_host_mask(p).map(Some),
+            _ => Ok(None),
+        }
+    }
 }
 
 /// A seeded stream of dropout masks for one micro-batch.
@@ -43,8 +59,8 @@ pub struct DropoutMasks {
 }
 
 enum Source {
-    /// The host's generator; masks are uploaded.
-    Host(RefCell<SplitMix64>),
+    /// Counter-based draws on the host: the stream seed and the number of draws so far.
+    Host { stream: u64, draws: Cell<u64> },
     /// The device's generator, seeded for this micro-batch.
     Device,
 }
@@ -70,36 +86,37 @@ impl DropoutMasks {
     /// to `device`.
     pub(crate) fn on_host(seed: u64, position: u64, device: &Device) -> Self {
         DropoutMasks {
-            source: Source::Host(RefCell::new(SplitMix64::new(stream_seed(seed, position)))),
+            source: Source::Host {
+                stream: stream_seed(seed, position),
+                draws: Cell::new(0),
+            },
             device: device.clone(),
         }
     }
 
-    fn apply(&self, xs: &Tensor, p: f64) -> Result<Tensor> {
-        let mask = match &self.source {
-            Source::Host(rng) => {
-                // 32 random bits per element, two elements per draw.
-                let keep = 1.0 / (1.0 - p) as f32;
-                let threshold = (p * 4_294_967_296.0) as u64;
-                let count = xs.elem_count();
-                let mut mask = Vec::with_capacity(count);
-                let mut rng = rng.borrow_mut();
-                while mask.len() < count {
-                    let bits = rng.next_u64();
-                    for half in [bits & 0xFFFF_FFFF, bits >> 32] {
-                        if mask.len() < count {
-                            mask.push(if half < threshold { 0.0 } else { keep });
-                        }
-                    }
-                }
-                Tensor::from_vec(mask, xs.shape(), &self.device)?.to_dtype(xs.dtype())?
-            }
-            Source::Device => Tensor::rand(0f32, 1f32, xs.shape(), &self.device)?
-                .ge(p as f32)?
-                .to_dtype(xs.dtype())?
-                .affine(1.0 / (1.0 - p), 0.0)?,
+    /// The next draw's mask, for host-drawn masks.
+    fn next_host_mask(&self, p: f64) -> Result<DropoutMask> {
+        let Source::Host { stream, draws } = &self.source else {
+            candle_core::bail!("dropout: masks drawn on the device cannot feed a fused CPU op");
         };
-        xs.mul(&mask)
+        let number = draws.get();
+        draws.set(number + 1);
+        let key = SplitMix64::new(stream.wrapping_add(number.wrapping_mul(0xA076_1D64_78BD_642F)))
+            .next_u64();
+        Ok(DropoutMask::new(key, p))
+    }
+
+    fn apply(&self, xs: &Tensor, p: f64) -> Result<Tensor> {
+        match &self.source {
+            Source::Host { .. } => fused::dropout(xs, self.next_host_mask(p)?),
+            Source::Device => {
+                let mask = Tensor::rand(0f32, 1f32, xs.shape(), &self.device)?
+                    .ge(p as f32)?
+                    .to_dtype(xs.dtype())?
+                    .affine(1.0 / (1.0 - p), 0.0)?;
+                xs.mul(&mask)
+            }
+        }
     }
 }
 

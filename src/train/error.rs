@@ -55,6 +55,16 @@ pub enum Error {
         /// The minimum.
         needed: usize,
     },
+    /// `--throughput` found too few training reviews that fill the window.
+    #[error("--throughput: only {found} training reviews fill --max-len {max_len} tokens, {needed} (--batch) needed")]
+    TooFewFullLength {
+        /// Reviews found at full length.
+        found: usize,
+        /// `--batch`.
+        needed: usize,
+        /// `--max-len`.
+        max_len: usize,
+    },
     /// The estimated training memory exceeds what the machine has.
     #[error("--batch {batch} at --max-len {max_len} needs about {needed_mib} MiB for activations, but only {available_mib} MiB are available: lower --batch (and raise --grad-accum to keep the effective batch) or --max-len")]
     BatchTooLarge {

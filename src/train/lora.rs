@@ -7,11 +7,11 @@
 //! Whether a layer is adapted is decided by the parameters it is loaded from: a
 //! `lora_A.weight` next to its `weight` makes it a LoRA layer.
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::dropout::Mode;
-use super::frozen::frozen_matmul;
+use super::fused;
 use crate::checkpoint::{BertConfig, Tensor as HostTensor, TensorMap};
 use crate::rng::SplitMix64;
 
@@ -144,23 +144,33 @@ impl LoraLinear {
         Ok(LoraLinear { weight, bias, lora })
     }
 
+    /// The frozen weight `(out, in)` and bias, and the adapter's `A (r, in)`, `B (out, r)`,
+    /// scale and input dropout, if adapted.
+    pub(super) fn parts(&self) -> (&Tensor, &Tensor, Option<fused::AdapterParts<'_>>) {
+        let adapter = self.lora.as_ref().map(|l| fused::AdapterParts {
+            a: &l.a,
+            b: &l.b,
+            scale: l.scale,
+            dropout: l.dropout,
+        });
+        (&self.weight, &self.bias, adapter)
+    }
+
     /// `xs (.., in) -> (.., out)`; LoRA dropout only in training.
     pub fn forward_t(&self, xs: &Tensor, mode: Mode) -> Result<Tensor> {
-        let dims = xs.dims();
-        let in_dim = xs.dim(D::Minus1)?;
-        let rows = xs.elem_count() / in_dim.max(1);
-        let x = xs.reshape((rows, in_dim))?;
-        let mut y = frozen_matmul(&x, &self.weight)?.broadcast_add(&self.bias)?;
-        if let Some(lora) = &self.lora {
-            let dropped = mode.dropout(&x, lora.dropout)?;
-            let update = dropped.matmul(&lora.a.t()?)?.matmul(&lora.b.t()?)?;
-            y = (y + (update * lora.scale)?)?;
+        match &self.lora {
+            Some(lora) => fused::lora_linear(
+                xs,
+                &self.weight,
+                &self.bias,
+                &lora.a,
+                &lora.b,
+                lora.scale,
+                lora.dropout,
+                mode,
+            ),
+            None => fused::linear(xs, &self.weight, &self.bias),
         }
-        let mut out_dims = dims.to_vec();
-        if let Some(last) = out_dims.last_mut() {
-            *last = self.weight.dim(0)?;
-        }
-        y.reshape(out_dims)
     }
 }
 

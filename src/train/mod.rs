@@ -38,7 +38,7 @@ mod config;
 pub mod dataset;
 pub mod dropout;
 mod error;
-mod frozen;
+mod fused;
 mod lora;
 mod memory;
 mod model;
@@ -48,6 +48,7 @@ mod params;
 mod plot;
 pub mod report;
 mod schedule;
+pub mod throughput;
 mod trainer;
 
 pub use config::{DeviceSpec, TrainConfig, DEFAULT_FULL_LR, DEFAULT_LORA_LR};

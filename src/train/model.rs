@@ -6,15 +6,17 @@
 //! (each struct names the class it ports). Tensor names are the canonical ones of
 //! [`crate::checkpoint`]; `vb.pp(..)` mirrors them.
 //!
-//! Two candle 0.11 ops are avoided on purpose: `candle_nn::LayerNorm`'s fused path and
-//! `ops::softmax_last_dim` have no backward and yield *no gradient, silently*, which would train
-//! only the head. LayerNorm is `ops::layer_norm_slow` and softmax is `ops::softmax`, both built
-//! from differentiable primitives; `tests` proves gradients reach LoRA tensors in layer 0.
+//! Linear layers, attention, LayerNorm, GELU and dropout go through [`super::fused`]: on the
+//! CPU in f32 they are fused ops with hand-written backward passes, elsewhere candle's
+//! differentiable primitives (never candle's own fused `LayerNorm` or `softmax_last_dim`,
+//! which have no backward pass and would silently train only the head); `tests` proves
+//! gradients reach LoRA tensors in layer 0 on both paths.
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::dropout::Mode;
+use super::fused::{self, AttentionMask, AttentionSettings, LayerParts, ProjectionParts};
 use super::lora::{LoraLinear, LoraSettings};
 use crate::checkpoint::{BertConfig, HiddenAct};
 
@@ -49,7 +51,7 @@ impl LayerNorm {
 
     /// `xs (.., hidden) -> (.., hidden)`.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::layer_norm_slow(xs, &self.weight, &self.bias, self.eps as f32)
+        fused::layer_norm(xs, &self.weight, &self.bias, self.eps)
     }
 }
 
@@ -129,26 +131,17 @@ impl SelfAttention {
         })
     }
 
-    /// `xs (batch, seq, hidden)`, `mask_bias (batch, 1, 1, seq)` (0 = attend, very negative =
-    /// padding) `-> context (batch, seq, hidden)`.
-    pub fn forward_t(&self, xs: &Tensor, mask_bias: &Tensor, mode: Mode) -> Result<Tensor> {
-        let (batch, seq, hidden) = xs.dims3()?;
-        let split_heads = |t: Tensor| -> Result<Tensor> {
-            t.reshape((batch, seq, self.heads, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
+    /// `xs (batch, seq, hidden)` `-> context (batch, seq, hidden)`.
+    pub fn forward_t(&self, xs: &Tensor, mask: &AttentionMask, mode: Mode) -> Result<Tensor> {
+        let q = self.query.forward_t(xs, mode)?;
+        let k = self.key.forward_t(xs, mode)?;
+        let v = self.value.forward_t(xs, mode)?;
+        let settings = AttentionSettings {
+            heads: self.heads,
+            head_dim: self.head_dim,
+            dropout: self.dropout,
         };
-        let q = split_heads(self.query.forward_t(xs, mode)?)?;
-        let k = split_heads(self.key.forward_t(xs, mode)?)?;
-        let v = split_heads(self.value.forward_t(xs, mode)?)?;
-        let scores = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
-        let scores = scores.broadcast_add(mask_bias)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        let probs = mode.dropout(&probs, self.dropout)?;
-        probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((batch, seq, hidden))
+        fused::attention(&q, &k, &v, mask, &settings, mode)
     }
 }
 
@@ -171,8 +164,16 @@ impl ResidualOutput {
 
     /// `xs (batch, seq, in_dim)`, `residual (batch, seq, hidden) -> (batch, seq, hidden)`.
     pub fn forward_t(&self, xs: &Tensor, residual: &Tensor, mode: Mode) -> Result<Tensor> {
-        let projected = mode.dropout(&self.dense.forward_t(xs, mode)?, self.dropout)?;
-        self.layer_norm.forward(&(projected + residual)?)
+        let ln = &self.layer_norm;
+        fused::residual_layer_norm(
+            &self.dense.forward_t(xs, mode)?,
+            residual,
+            &ln.weight,
+            &ln.bias,
+            ln.eps,
+            self.dropout,
+            mode,
+        )
     }
 }
 
@@ -207,9 +208,14 @@ impl Layer {
         })
     }
 
-    /// `xs (batch, seq, hidden)`, `mask_bias (batch, 1, 1, seq) -> (batch, seq, hidden)`.
-    pub fn forward_t(&self, xs: &Tensor, mask_bias: &Tensor, mode: Mode) -> Result<Tensor> {
-        let context = self.attention.forward_t(xs, mask_bias, mode)?;
+    /// `xs (batch, seq, hidden) -> (batch, seq, hidden)`.
+    pub fn forward_t(&self, xs: &Tensor, mask: &AttentionMask, mode: Mode) -> Result<Tensor> {
+        if self.activation == HiddenAct::Gelu {
+            if let Some(ys) = fused::encoder_layer(xs, &self.parts(), mask, mode)? {
+                return Ok(ys);
+            }
+        }
+        let context = self.attention.forward_t(xs, mask, mode)?;
         let attended = self.attention_output.forward_t(&context, xs, mode)?;
         let inner = activate(
             self.activation,
@@ -219,10 +225,44 @@ impl Layer {
     }
 }
 
+impl Layer {
+    /// The layer's tensors and settings for the one-op layer.
+    fn parts(&self) -> LayerParts<'_> {
+        fn projection(linear: &LoraLinear) -> ProjectionParts<'_> {
+            let (weight, bias, adapter) = linear.parts();
+            ProjectionParts {
+                weight,
+                bias,
+                adapter,
+            }
+        }
+        let (attention, ao, out) = (&self.attention, &self.attention_output, &self.output);
+        LayerParts {
+            projections: [
+                projection(&attention.query),
+                projection(&attention.key),
+                projection(&attention.value),
+                projection(&ao.dense),
+                projection(&self.intermediate),
+                projection(&out.dense),
+            ],
+            norms: [
+                (&ao.layer_norm.weight, &ao.layer_norm.bias),
+                (&out.layer_norm.weight, &out.layer_norm.bias),
+            ],
+            eps: ao.layer_norm.eps,
+            heads: attention.heads,
+            head_dim: attention.head_dim,
+            hidden_dropout: ao.dropout,
+            attention_dropout: attention.dropout,
+        }
+    }
+}
+
 /// `hidden_act` applied element-wise; candle's `gelu` is the tanh approximation.
 fn activate(act: HiddenAct, xs: &Tensor) -> Result<Tensor> {
     match act {
-        HiddenAct::Gelu => xs.gelu_erf(),
+        HiddenAct::Gelu => fused::gelu_erf(xs),
         HiddenAct::GeluTanh => xs.gelu(),
         HiddenAct::Relu => xs.relu(),
     }
@@ -242,11 +282,11 @@ impl Encoder {
         Ok(Encoder { layers })
     }
 
-    /// `xs (batch, seq, hidden)`, `mask_bias (batch, 1, 1, seq) -> (batch, seq, hidden)`.
-    pub fn forward_t(&self, xs: &Tensor, mask_bias: &Tensor, mode: Mode) -> Result<Tensor> {
-        self.layers.iter().try_fold(xs.clone(), |xs, layer| {
-            layer.forward_t(&xs, mask_bias, mode)
-        })
+    /// `xs (batch, seq, hidden) -> (batch, seq, hidden)`.
+    pub fn forward_t(&self, xs: &Tensor, mask: &AttentionMask, mode: Mode) -> Result<Tensor> {
+        self.layers
+            .iter()
+            .try_fold(xs.clone(), |xs, layer| layer.forward_t(&xs, mask, mode))
     }
 }
 
@@ -327,15 +367,8 @@ impl BertClassifier {
             candle_core::bail!("mask is {:?}, ids are {:?}", mask.dims(), ids.dims());
         }
         let xs = self.embeddings.forward_t(ids, mode)?;
-        // As `get_extended_attention_mask`: 0 where attended, the dtype's minimum on padding.
-        let dtype = xs.dtype();
-        let lowest = if dtype == DType::F64 {
-            f64::MIN
-        } else {
-            f64::from(f32::MIN)
-        };
-        let mask_bias = ((1.0 - mask.to_dtype(dtype)?)? * lowest)?.reshape((batch, 1, 1, seq))?;
-        let hidden = self.encoder.forward_t(&xs, &mask_bias, mode)?;
+        let mask = AttentionMask::new(mask, xs.dtype())?;
+        let hidden = self.encoder.forward_t(&xs, &mask, mode)?;
         let pooled = self.pooler.forward_t(&hidden, mode)?;
         Ok(HiddenStates { hidden, pooled })
     }

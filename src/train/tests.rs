@@ -12,11 +12,16 @@ use crate::test_inputs::shared;
 use crate::tokenizer::TokenBatch;
 
 fn tiny(dtype: DType) -> (Setup, DeviceBatch) {
+    tiny_with(dtype, &["query", "value", "dense"])
+}
+
+/// The fixture with adapters on `targets`, and a batch of four reviews of different lengths.
+fn tiny_with(dtype: DType, targets: &[&str]) -> (Setup, DeviceBatch) {
     let dir = shared("fixtures/tinybert-format");
     let mut config = TrainConfig::new(dir.to_string_lossy(), "unused", "unused");
     config.max_len = 32;
     config.head_len = 16;
-    config.lora.targets = vec!["query".into(), "value".into(), "dense".into()];
+    config.lora.targets = targets.iter().map(|t| t.to_string()).collect();
     let setup = build_model(&config, dtype).expect("building the tiny model");
     let texts = [
         ("A wonderful, moving film with a great cast.", 1),
@@ -167,6 +172,77 @@ fn lora_gradient_matches_finite_differences() {
             relative < 1e-2,
             "{name}[{index}]: analytic {} numeric {numeric} (relative {relative:e})",
             analytic[index]
+        );
+    }
+}
+
+/// The whole model: the fused CPU ops (f32: one op per encoder layer) against the composed
+/// graph (f64) on the same weights, batch (with padding) and dropout masks: the loss, and
+/// every trainable tensor's gradient within 1e-4 of its norm; with the key unadapted (its
+/// gradient is skipped inside the layer op) and with every projection adapted.
+#[test]
+fn fused_f32_step_matches_the_composed_graph_in_f64() {
+    for targets in [
+        &["query", "value", "dense"][..],
+        &["query", "key", "value", "dense"],
+    ] {
+        fused_step_matches(targets);
+    }
+}
+
+fn fused_step_matches(targets: &[&str]) {
+    let ((s32, b32), (s64, b64)) = (
+        tiny_with(DType::F32, targets),
+        tiny_with(DType::F64, targets),
+    );
+    // Non-zero B everywhere, the same values in both models, so every path carries gradient.
+    let mut rng = crate::rng::SplitMix64::new(11);
+    let (t32, t64) = (s32.params.trainable(), s64.params.trainable());
+    for (name, var) in t32.iter().filter(|(n, _)| n.contains("lora_B")) {
+        let random: Vec<f32> = (0..var.elem_count())
+            .map(|_| (rng.normal() * 0.05) as f32)
+            .collect();
+        let t = Tensor::from_vec(random, var.shape(), var.device()).unwrap();
+        var.set(&t).unwrap();
+        t64[name].set(&t.to_dtype(DType::F64).unwrap()).unwrap();
+    }
+    let masks = || DropoutMasks::new(4, 0, &s32.device).expect("masks");
+    let (l32, l64) = (loss(&s32, &b32, &masks()), loss(&s64, &b64, &masks()));
+    let (v32, v64) = (
+        l32.to_scalar::<f32>().unwrap() as f64,
+        l64.to_scalar::<f64>().unwrap(),
+    );
+    assert!((v32 - v64).abs() < 1e-4 * v64.abs(), "loss {v32} vs {v64}");
+    let (g32, g64) = (l32.backward().unwrap(), l64.backward().unwrap());
+    for (name, var) in t32.iter() {
+        let fused = g32
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name}: no gradient"));
+        let composed = g64
+            .get(t64[name].as_tensor())
+            .unwrap_or_else(|| panic!("{name}: none in f64"));
+        let difference = (fused.to_dtype(DType::F64).unwrap() - composed)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        let norm = composed
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(
+            difference <= 1e-4 * norm + 1e-7,
+            "{name}: |fused - composed| {difference:e}, |composed| {norm:e}"
         );
     }
 }

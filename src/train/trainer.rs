@@ -54,6 +54,9 @@ pub struct Setup {
 /// and builds the model in `dtype`. Everything random is seeded from `config.seed`.
 pub fn build_model(config: &TrainConfig, dtype: DType) -> Result<Setup, Error> {
     let device = config.device.open()?;
+    if device.is_cpu() {
+        sentimq_train_kernels::retain_freed_buffers();
+    }
     let resolved = resolve_base(&config.base)?;
     let base = Checkpoint::load(&resolved.dir)?;
     let tokenizer = TextTokenizer::from_dir(

@@ -22,8 +22,8 @@ pub struct Args {
     device: DeviceSpec,
     /// Run directory: adapter/ (or model/ with --full), metrics.jsonl, report.json,
     /// report.txt, curve.png, checkpoint/.
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "throughput")]
+    out: Option<PathBuf>,
     /// Passes over the training reviews.
     #[arg(long, default_value_t = 3)]
     epochs: usize,
@@ -95,10 +95,15 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Measure the training step instead of training: N timed updates (after one warm-up) on
+    /// one batch of --batch reviews that fill --max-len tokens, with this command's model,
+    /// LoRA, clipping and --threads settings; prints one JSON line (samples/s, ms per step
+    /// and per phase, peak RSS). Writes nothing.
+    #[arg(long, value_name = "N", conflicts_with_all = ["out", "resume", "eval_test", "stop_after"])]
+    throughput: Option<usize>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    keep_freed_memory();
     if let Some(threads) = args.threads {
         // candle sizes its kernels' thread pool from these on first use; nothing has run yet.
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
@@ -110,7 +115,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .without_time()
         .with_target(false)
         .try_init();
-    let mut config = TrainConfig::new(args.base, args.data, args.out);
+    let out = args.out.unwrap_or_default();
+    let mut config = TrainConfig::new(args.base, args.data, out);
     config.device = args.device;
     config.epochs = args.epochs;
     config.batch = args.batch;
@@ -134,6 +140,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.eval_test = args.eval_test;
     config.stop_after = args.stop_after;
     config.progress = !args.quiet;
+    if let Some(steps) = args.throughput {
+        let measured = train::throughput::measure(&config, steps.max(1))
+            .context("measuring the training step")?;
+        println!("{}", serde_json::to_string(&measured)?);
+        return Ok(());
+    }
 
     let outcome =
         train::run(&config).with_context(|| format!("training into {}", config.out.display()))?;
@@ -146,31 +158,3 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-/// Makes glibc keep freed memory for reuse instead of returning it to the kernel.
-///
-/// Training allocates and frees many 1–32 MiB tensors per step; by default glibc serves each
-/// from a fresh `mmap` (or trims the heap after freeing), and the kernel zeroes every new page:
-/// perf measured 25–30 % of a MiniLM training step in page faults and `clear_page`, and these
-/// settings made steps 1.7–2× faster. Equivalent to `MALLOC_MMAP_THRESHOLD_=33554432
-/// MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_TOP_PAD_=268435456`.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_freed_memory() {
-    extern "C" {
-        fn mallopt(param: i32, value: i32) -> i32;
-    }
-    // glibc's <malloc.h>.
-    const M_TRIM_THRESHOLD: i32 = -1;
-    const M_TOP_PAD: i32 = -2;
-    const M_MMAP_THRESHOLD: i32 = -3;
-    // SAFETY: mallopt only changes allocator tunables; it is called before any other thread
-    // exists, and a refused setting (return 0) merely leaves the default.
-    unsafe {
-        mallopt(M_MMAP_THRESHOLD, 32 << 20);
-        mallopt(M_TRIM_THRESHOLD, i32::MAX);
-        mallopt(M_TOP_PAD, 256 << 20);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory() {}
