@@ -25,7 +25,10 @@ use serde::Serialize;
 
 use crate::classifier::{self, Classifier};
 use crate::data::{self, Example};
-use crate::metrics::{BinaryMetrics, LengthBucketReport, MetricsByLength, MetricsReport};
+use crate::metrics::{
+    expected_calibration_error, BinaryMetrics, LengthBucketReport, MetricsByLength, MetricsReport,
+    CALIBRATION_BINS,
+};
 use crate::tokenizer::TokenBatch;
 
 /// Errors of an evaluation run.
@@ -72,6 +75,9 @@ pub struct Evaluation {
     pub truncated: usize,
     /// Accuracy per review length.
     pub by_length: Vec<LengthBucketReport>,
+    /// Expected calibration error of the top label's probability, 15 equal-width bins
+    /// ([`crate::metrics::expected_calibration_error`]).
+    pub ece: f64,
     /// One prediction per review, in the order of the examples.
     #[serde(skip)]
     pub predictions: Vec<Prediction>,
@@ -135,7 +141,15 @@ pub fn evaluate(
         on_batch(chunk.len());
     }
     predictions.sort_by_key(|p| p.index);
+    let ece = expected_calibration_error(
+        predictions.iter().map(|p| {
+            let positive = f64::from(p.positive_probability);
+            (positive.max(1.0 - positive), p.predicted == p.truth)
+        }),
+        CALIBRATION_BINS,
+    );
     Ok(Evaluation {
+        ece,
         overall: metrics.report(),
         truncated: predictions.iter().filter(|p| p.truncated).count(),
         by_length: by_length.report(),

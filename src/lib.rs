@@ -14,6 +14,8 @@ pub mod adapter;
 #[cfg(feature = "workstation")]
 pub mod bench;
 #[cfg(feature = "workstation")]
+pub mod calibration;
+#[cfg(feature = "workstation")]
 pub mod checkpoint;
 pub mod classifier;
 pub mod daemon;

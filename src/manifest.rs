@@ -78,6 +78,10 @@ pub struct ModelManifest {
     pub base: BaseModel,
     /// The LoRA adapter merged in, if any.
     pub adapter: Option<AdapterSummary>,
+    /// The temperature the logits are divided by (folded into the classifier), when the
+    /// model is calibrated (`calibration.json` of the adapter, or `--temperature`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
     /// True when the head is random (test builds only: predictions are meaningless).
     pub random_head: bool,
     /// sha256 and size of every file of the directory except this one.

@@ -17,6 +17,8 @@
 //!
 //! Texts come back raw; [`clean_text`] removes the HTML line breaks of the IMDB reviews.
 //! [`shuffle`], [`take_balanced`] and [`train_validation_split`] are deterministic given a seed.
+//! [`Spans`] and [`random_span`] cut short texts (sentences, fragments) from reviews, each
+//! with its review's label.
 
 use std::fmt;
 use std::fs;
@@ -31,12 +33,14 @@ mod hub;
 mod imdb;
 mod parquet;
 mod sample;
+mod spans;
 mod table;
 mod text;
 
 pub use error::Error;
 pub use hub::IMDB;
 pub use sample::{shuffle, take_balanced, train_validation_split};
+pub use spans::{first_chars, random_span, sentences, Spans, MIN_SENTENCE_WORDS};
 pub use text::clean_text;
 
 /// One of the two splits of a dataset.

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 pub use bert_graph::{classifier_graph, GraphOptions, Precision};
 
 use crate::adapter::{self, LoraAdapter};
+use crate::calibration::Calibration;
 use crate::checkpoint::{self, BertConfig, Checkpoint, TensorMap};
 use crate::engine::{self, Engine};
 use crate::manifest::{self, AdapterSummary, BaseModel, ModelManifest, Parity};
@@ -42,6 +43,15 @@ pub enum Error {
     /// `model.json` could not be written.
     #[error(transparent)]
     Manifest(#[from] manifest::Error),
+    /// The adapter's `calibration.json` could not be read.
+    #[error(transparent)]
+    Calibration(#[from] crate::calibration::Error),
+    /// `--temperature` is not a positive number.
+    #[error("--temperature {temperature}: must be a positive number")]
+    BadTemperature {
+        /// The value given.
+        temperature: f64,
+    },
     /// Neither `--adapter` nor `--random-head` was given.
     #[error("no adapter given: pass --adapter <dir> (trained with `sentimq train` or PEFT), or --random-head for a test build")]
     NoAdapter,
@@ -130,6 +140,10 @@ pub struct BuildOptions {
     pub parity_tolerance: f64,
     /// Seed of the random head.
     pub seed: u64,
+    /// Divide the logits by this temperature (folded into the classifier's weight and bias,
+    /// so every runtime's probabilities are calibrated). `None`: the adapter directory's
+    /// `calibration.json` if it has one, else none.
+    pub temperature: Option<f64>,
 }
 
 impl BuildOptions {
@@ -145,6 +159,7 @@ impl BuildOptions {
             labels: vec!["negative".into(), "positive".into()],
             parity_tolerance: 0.1,
             seed: 0,
+            temperature: None,
         }
     }
 }
@@ -165,7 +180,15 @@ const REFERENCE_TOLERANCE: f32 = 1e-3;
 pub fn build(options: &BuildOptions) -> Result<BuildReport, Error> {
     let base = checkpoint::resolve_base(&options.base)?;
     let checkpoint = Checkpoint::load(&base.dir)?;
-    let (weights, adapter_summary) = merged_weights(&checkpoint, options)?;
+    let (mut weights, adapter_summary) = merged_weights(&checkpoint, options)?;
+    let temperature = match (options.temperature, &options.adapter) {
+        (Some(t), _) => Some(t),
+        (None, Some(dir)) => Calibration::read(dir)?.map(|c| c.temperature),
+        (None, None) => None,
+    };
+    if let Some(t) = temperature {
+        apply_temperature(&mut weights, t)?;
+    }
     let out = &options.out;
     std::fs::create_dir_all(out).map_err(|source| Error::Write {
         path: out.clone(),
@@ -213,6 +236,7 @@ pub fn build(options: &BuildOptions) -> Result<BuildReport, Error> {
             architecture: architecture(&checkpoint.config),
         },
         adapter: adapter_summary,
+        temperature,
         random_head: options.random_head && options.adapter.is_none(),
         files: directory_digests(out)?,
         parity,
@@ -223,6 +247,22 @@ pub fn build(options: &BuildOptions) -> Result<BuildReport, Error> {
         manifest,
         reference_diff,
     })
+}
+
+/// Divides the classifier's weight and bias by `temperature`: the logits become `logits / T`.
+fn apply_temperature(weights: &mut TensorMap, temperature: f64) -> Result<(), Error> {
+    if !(temperature.is_finite() && temperature > 0.0) {
+        return Err(Error::BadTemperature { temperature });
+    }
+    for name in ["classifier.weight", "classifier.bias"] {
+        let tensor = weights.get_mut(name).ok_or_else(|| Error::MissingWeight {
+            name: name.to_string(),
+        })?;
+        for v in &mut tensor.data {
+            *v = (f64::from(*v) / temperature) as f32;
+        }
+    }
+    Ok(())
 }
 
 /// Base weights with the adapter merged in (or a random head), and the adapter's summary.

@@ -56,6 +56,11 @@ pub struct TrainConfig {
     pub limit: Option<usize>,
     /// Fraction of the (sampled) training reviews held out for validation, stratified.
     pub validation_fraction: f64,
+    /// Random short spans (a sentence, a few sentences, a fragment; see
+    /// [`crate::data::random_span`]) added per training and per validation review, each with its
+    /// review's label. 0 = whole reviews only.
+    #[serde(default)]
+    pub spans_per_review: usize,
     /// Write a resumable checkpoint every this many updates.
     pub checkpoint_every: Option<usize>,
     /// Continue the run in `out` from its checkpoint.
@@ -100,6 +105,7 @@ impl TrainConfig {
             head_len: 128,
             limit: None,
             validation_fraction: 0.1,
+            spans_per_review: 0,
             checkpoint_every: None,
             resume: false,
             eval_test: None,
@@ -207,6 +213,7 @@ impl TrainConfig {
                 "--validation-fraction",
                 self.validation_fraction.to_string(),
             ),
+            ("--spans-per-review", self.spans_per_review.to_string()),
         ]
     }
 }

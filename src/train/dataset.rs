@@ -1,5 +1,7 @@
 //! The run's data: the training reviews (balanced `--limit` sample), the stratified validation
-//! split held out from them, optionally a test sample, all cleaned and tokenized.
+//! split held out from them, optionally a test sample, all cleaned and tokenized. With
+//! `--spans-per-review N`, training and validation also hold N random spans of each of their
+//! reviews (never spans of the other split's reviews).
 //!
 //! Reading, sampling and splitting are [`crate::data`]'s; tokenizing is
 //! [`crate::tokenizer`]'s. The test split is never used for training or model selection.
@@ -7,6 +9,7 @@
 use std::path::Path;
 
 use crate::data::{self, Example, Split};
+use crate::rng::SplitMix64;
 use crate::tokenizer::TextTokenizer;
 
 use super::batches::EncodedSet;
@@ -47,13 +50,25 @@ pub(crate) fn prepare(config: &TrainConfig, tokenizer: &TextTokenizer) -> Result
     if let Some(limit) = config.limit {
         examples = data::take_balanced(examples, limit, config.seed);
     }
-    let (train, validation) =
+    let (mut train, mut validation) =
         data::train_validation_split(examples, config.validation_fraction, config.seed);
     if train.len() < MIN_TRAIN_EXAMPLES {
         return Err(Error::TooFewExamples {
             found: train.len(),
             needed: MIN_TRAIN_EXAMPLES,
         });
+    }
+    if config.spans_per_review > 0 {
+        add_spans(
+            &mut train,
+            config.spans_per_review,
+            config.seed ^ TRAIN_SPANS,
+        );
+        add_spans(
+            &mut validation,
+            config.spans_per_review,
+            config.seed ^ VALIDATION_SPANS,
+        );
     }
     let mut truncated = 0;
     let train = encode(&train, tokenizer, &mut truncated)?;
@@ -71,6 +86,30 @@ pub(crate) fn prepare(config: &TrainConfig, tokenizer: &TextTokenizer) -> Result
         test,
         truncated,
     })
+}
+
+/// Seed salts of the span streams, so that they differ from the sampling and split streams.
+const TRAIN_SPANS: u64 = 0x5350_414E_5452_4149;
+const VALIDATION_SPANS: u64 = 0x5350_414E_5641_4C49;
+
+/// Appends `per_review` random spans of each review ([`data::random_span`]), labelled as their
+/// review, after the whole reviews; seeded, so a run (and its resume) sees the same spans.
+fn add_spans(examples: &mut Vec<Example>, per_review: usize, seed: u64) {
+    let mut rng = SplitMix64::new(seed);
+    let mut spans = Vec::new();
+    for example in examples.iter() {
+        let text = data::clean_text(&example.text);
+        for n in 0..per_review {
+            if let Some(span) = data::random_span(&text, &mut rng) {
+                spans.push(Example {
+                    text: span,
+                    label: example.label,
+                    source: format!("{}#span{n}", example.source),
+                });
+            }
+        }
+    }
+    examples.extend(spans);
 }
 
 /// Cleans (`<br />` → space) and tokenizes with head+tail truncation.

@@ -55,6 +55,9 @@ pub enum Error {
         /// The minimum.
         needed: usize,
     },
+    /// The fitted temperature could not be written next to the model.
+    #[error("writing the calibration")]
+    Calibration(#[from] crate::calibration::Error),
     /// `--throughput` found too few training reviews that fill the window.
     #[error("--throughput: only {found} training reviews fill --max-len {max_len} tokens, {needed} (--batch) needed")]
     TooFewFullLength {

@@ -7,9 +7,10 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, D};
+use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
+use crate::calibration::Calibration;
 use crate::metrics::{argmax, BinaryMetrics, MetricsReport};
 use crate::tokenizer::TokenBatch;
 
@@ -52,6 +53,31 @@ impl EvalSummary {
     }
 }
 
+/// The logits of `model` in eval mode for every example of `set`, in the set's order.
+pub fn logits(
+    model: &BertClassifier,
+    set: &EncodedSet,
+    batch: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>, Error> {
+    let mut out = vec![Vec::new(); set.len()];
+    let mut scratch = TokenBatch::default();
+    for indices in eval_batches(&set.lengths(), batch) {
+        let batch = to_device(set, &indices, pad_id, &mut scratch, device)
+            .context("uploading an evaluation batch")?;
+        let rows = model
+            .forward_t(&batch.ids, &batch.mask, Mode::Eval)
+            .and_then(|l| l.to_dtype(candle_core::DType::F32))
+            .and_then(|l| l.to_vec2::<f32>())
+            .context("evaluating")?;
+        for (&i, row) in indices.iter().zip(rows) {
+            out[i] = row;
+        }
+    }
+    Ok(out)
+}
+
 /// Runs `model` in eval mode over `set`; returns the metrics and the mean cross-entropy.
 pub fn evaluate(
     model: &BertClassifier,
@@ -62,23 +88,15 @@ pub fn evaluate(
 ) -> Result<(BinaryMetrics, f64), Error> {
     let mut metrics = BinaryMetrics::default();
     let mut loss_sum = 0.0;
-    let mut scratch = TokenBatch::default();
-    for indices in eval_batches(&set.lengths(), batch) {
-        let batch = to_device(set, &indices, pad_id, &mut scratch, device)
-            .context("uploading an evaluation batch")?;
-        let logits = model
-            .forward_t(&batch.ids, &batch.mask, Mode::Eval)
-            .context("evaluating")?;
-        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1).context("evaluating")?;
-        let rows = log_probs
-            .to_dtype(candle_core::DType::F32)
-            .and_then(|t| t.to_vec2::<f32>())
-            .context("reading logits")?;
-        for (row, &truth) in rows.iter().zip(&batch.host_labels) {
-            let predicted = u8::from(argmax(row) == 1);
-            metrics.record(truth, predicted);
-            loss_sum -= f64::from(row[usize::from(truth)]);
-        }
+    for (row, &truth) in logits(model, set, batch, pad_id, device)?
+        .iter()
+        .zip(&set.labels)
+    {
+        metrics.record(truth, u8::from(argmax(row) == 1));
+        let probabilities = crate::calibration::probabilities(row, 1.0);
+        loss_sum -= probabilities[usize::from(truth)]
+            .max(f64::MIN_POSITIVE)
+            .ln();
     }
     let count = metrics.total().max(1) as f64;
     Ok((metrics, loss_sum / count))
@@ -170,6 +188,11 @@ pub struct FinalReport {
     pub output: PathBuf,
     /// Mean training throughput over this session's updates, examples per second.
     pub samples_per_s: f64,
+    /// The temperature fitted on the validation set (also in the model directory's
+    /// `calibration.json`), with its effect there.
+    pub calibration: Option<Calibration>,
+    /// Expected calibration error on the test sample at `T = 1` and at the fitted `T`.
+    pub test_ece: Option<[f64; 2]>,
 }
 
 /// Sizes of the run's sets.
@@ -221,6 +244,16 @@ impl std::fmt::Display for FinalReport {
             writeln!(f, "kept       epoch {epoch} (best validation accuracy)")?;
         }
         writeln!(f, "output     {}", self.output.display())?;
+        if let Some(c) = &self.calibration {
+            writeln!(
+                f,
+                "calibrated temperature {:.3} on {} {} examples: ECE {:.4} -> {:.4}, NLL {:.4} -> {:.4}",
+                c.temperature, c.examples, c.fitted_on, c.ece_before, c.ece_after, c.nll_before, c.nll_after
+            )?;
+        }
+        if let Some([before, after]) = self.test_ece {
+            writeln!(f, "test ECE   {before:.4} -> {after:.4} (15 bins)")?;
+        }
         for (name, report) in [("validation", &self.validation), ("test", &self.test)] {
             if let Some(report) = report {
                 writeln!(f, "\n{name}\n{report}")?;

@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor, D};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
+use crate::calibration::Calibration;
 use crate::checkpoint::{resolve_base, Checkpoint};
 use crate::tokenizer::{TextTokenizer, TokenBatch, Truncation};
 
@@ -20,7 +21,9 @@ use super::model::{BertClassifier, BertClassifierConfig};
 use super::optimizer::{AdamW, AdamWConfig};
 use super::output;
 use super::params::Parameters;
-use super::report::{evaluate, EvalSummary, ExampleCounts, FinalReport, MetricsLog, StepRecord};
+use super::report::{
+    self, evaluate, EvalSummary, ExampleCounts, FinalReport, MetricsLog, StepRecord,
+};
 use super::schedule::LinearSchedule;
 use super::{lora, memory, plot, Error, TrainConfig};
 
@@ -426,19 +429,40 @@ impl Trainer<'_> {
         run_checkpoint::save(&self.config.out, state, &trainable, &moments)
     }
 
-    /// Evaluates the kept model on the test sample, draws the curve, writes the report.
+    /// Fits the kept model's temperature on the validation set, evaluates it on the test
+    /// sample, draws the curve, writes the report.
     fn finish(&mut self, state: &RunState) -> Result<FinalReport, Error> {
         let (config, setup) = (self.config, self.setup);
         let dir = output::model_dir(&config.out, config);
-        let test = match &self.data.test {
-            Some(test) => {
-                let kept = output::load_model(&dir, config)?;
-                setup.params.restore_trainable(&kept).map_err(|error| {
-                    Error::CorruptCheckpoint {
-                        path: dir.clone(),
-                        source: error.into(),
-                    }
+        let validation = &self.data.validation;
+        if !validation.is_empty() || self.data.test.is_some() {
+            let kept = output::load_model(&dir, config)?;
+            setup
+                .params
+                .restore_trainable(&kept)
+                .map_err(|error| Error::CorruptCheckpoint {
+                    path: dir.clone(),
+                    source: error.into(),
                 })?;
+        }
+        let logits = |set: &EncodedSet| {
+            report::logits(
+                &setup.model,
+                set,
+                config.batch,
+                setup.tokenizer.pad_id(),
+                &setup.device,
+            )
+        };
+        let calibration = if !validation.is_empty() {
+            let fitted = Calibration::fit(&logits(validation)?, &validation.labels, "validation");
+            fitted.write(&dir)?;
+            Some(fitted)
+        } else {
+            None
+        };
+        let (test, test_ece) = match &self.data.test {
+            Some(test) => {
                 let (metrics, _) = evaluate(
                     &setup.model,
                     test,
@@ -446,9 +470,15 @@ impl Trainer<'_> {
                     setup.tokenizer.pad_id(),
                     &setup.device,
                 )?;
-                Some(metrics.report())
+                let rows = logits(test)?;
+                let temperature = calibration.as_ref().map_or(1.0, |c| c.temperature);
+                let ece = [
+                    crate::calibration::ece(&rows, &test.labels, 1.0),
+                    crate::calibration::ece(&rows, &test.labels, temperature),
+                ];
+                (Some(metrics.report()), Some(ece))
             }
-            None => None,
+            None => (None, None),
         };
         let curve = config.out.join("curve.png");
         if let Err(error) = plot::draw_curve(&curve, &self.steps, &state.evals) {
@@ -471,6 +501,8 @@ impl Trainer<'_> {
             test,
             output: dir,
             samples_per_s: self.trained_samples as f64 / self.trained_seconds.max(1e-9),
+            calibration,
+            test_ece,
         };
         report.write(&config.out)?;
         Ok(report)

@@ -172,6 +172,62 @@ fn eval_reports_metrics_on_imdb() {
     assert_eq!(truth_negative, 20, "balanced sample");
 }
 
+/// `eval --spans`: sentences of 40 real test reviews (every one of 3+ words, labelled as its
+/// review), and their first 200 characters, one piece per review.
+#[test]
+fn eval_scores_sentence_spans_and_review_openings() {
+    let (model, imdb) = (
+        minilm_random_model(),
+        shared("data/imdb/aclImdb_v1_labeled.tar.gz"),
+    );
+    let run = |spans: &str| {
+        let args = [
+            "eval",
+            "--model",
+            &model.to_string_lossy(),
+            "--data",
+            &imdb.to_string_lossy(),
+            "--limit",
+            "40",
+            "--spans",
+            spans,
+            "--json",
+        ];
+        let (ok, stdout, stderr) = sentimq(&args, None);
+        assert!(ok, "{stderr}");
+        serde_json::from_str::<serde_json::Value>(&stdout).expect("JSON report")
+    };
+    let sentences = run("sentences");
+    assert_eq!(sentences["spans"], "sentences");
+    let ece = sentences["ece"].as_f64().expect("ece in the report");
+    assert!((0.0..=1.0).contains(&ece), "{ece}");
+    let count = sentences["examples"].as_u64().unwrap();
+    assert!(count > 200, "40 reviews gave {count} sentences");
+    let short = sentences["by_length"][0]["words"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        short.starts_with("0-") || short.starts_with("1-"),
+        "{short}"
+    );
+    let openings = run("first:200");
+    assert_eq!(openings["examples"], 40);
+    let (ok, _, stderr) = sentimq(
+        &[
+            "eval",
+            "--model",
+            &model.to_string_lossy(),
+            "--data",
+            &imdb.to_string_lossy(),
+            "--spans",
+            "words",
+        ],
+        None,
+    );
+    assert!(!ok && stderr.contains("first:<characters>"), "{stderr}");
+}
+
 #[test]
 fn build_refuses_without_adapter_or_random_head() {
     let base = minilm();

@@ -431,3 +431,94 @@ fn train_full_writes_a_loadable_checkpoint() {
     assert!(trained.tensors.contains_key("classifier.weight"));
     assert!(!dir.path().join("adapter").exists());
 }
+
+/// A run with a validation split fits a temperature on it (`calibration.json` next to the
+/// adapter, and the report), with `--spans-per-review` adding a span per review; `build` folds
+/// it into the classifier (logits divided by T, recorded in model.json) unless
+/// `--temperature 1`.
+#[test]
+fn train_calibrates_and_build_divides_the_logits() {
+    let (base, data) = (tiny_fixture(), imdb_sample(40));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let (ok, _, stderr) = sentimq(
+        &[
+            "train",
+            "--base",
+            base.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--max-len",
+            "64",
+            "--head-len",
+            "32",
+            "--validation-fraction",
+            "0.25",
+            "--spans-per-review",
+            "1",
+            "--quiet",
+        ],
+        None,
+    );
+    assert!(ok, "train failed:\n{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    // 30 training and 10 validation reviews, each with (almost always) one span more.
+    let (train_count, validation_count) = (
+        report["examples"]["train"].as_u64().unwrap(),
+        report["examples"]["validation"].as_u64().unwrap(),
+    );
+    assert!(train_count > 50 && validation_count > 15, "{report}");
+    let adapter = out.join("adapter");
+    let calibration = sentimq::calibration::Calibration::read(&adapter)
+        .unwrap()
+        .expect("calibration.json next to the adapter");
+    assert_eq!(calibration.examples as u64, validation_count);
+    assert_eq!(
+        report["calibration"]["temperature"],
+        calibration.temperature
+    );
+    assert!(calibration.nll_after <= calibration.nll_before + 1e-9);
+
+    let logits_of = |temperature: Option<f64>, name: &str| {
+        let mut options = BuildOptions::new(base.to_string_lossy(), dir.path().join(name));
+        options.adapter = Some(adapter.clone());
+        options.precision = Precision::F32;
+        options.truncation = Truncation::head_tail(64, 32);
+        options.temperature = temperature;
+        let built = export::build(&options).expect("building");
+        let engine = Engine::load(&dir.path().join(name).join("model.onnx")).unwrap();
+        let tokenizer = sentimq::tokenizer::TextTokenizer::from_dir(
+            &dir.path().join(name),
+            Truncation::head_tail(64, 32),
+        )
+        .unwrap();
+        let items = vec![tokenizer.encode("A moving, wonderful film.").unwrap()];
+        let outputs = engine
+            .run_all(&TokenBatch::from_encoded(&items, 0))
+            .unwrap();
+        let logits = outputs
+            .iter()
+            .find(|o| o.name == "logits")
+            .unwrap()
+            .values
+            .clone();
+        (built.manifest.temperature, logits)
+    };
+    let (calibrated_t, calibrated) = logits_of(None, "calibrated");
+    let (plain_t, plain) = logits_of(Some(1.0), "plain");
+    assert_eq!(
+        (calibrated_t, plain_t),
+        (Some(calibration.temperature), Some(1.0))
+    );
+    for (c, p) in calibrated.iter().zip(&plain) {
+        assert!(
+            (c * calibration.temperature as f32 - p).abs() < 1e-4,
+            "{c} · T vs {p}"
+        );
+    }
+}

@@ -36,6 +36,11 @@ pub struct Args {
     /// Seed of --random-head.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Divide the logits by this temperature (folded into the classifier; recorded in
+    /// model.json) [default: the adapter's calibration.json, which `sentimq train` writes, if
+    /// present; 1 turns it off].
+    #[arg(long)]
+    temperature: Option<f64>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -46,10 +51,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     options.truncation = Truncation::head_tail(args.max_len, args.head_len);
     options.parity_tolerance = args.parity_tolerance;
     options.seed = args.seed;
+    options.temperature = args.temperature;
     let report = export::build(&options)
         .with_context(|| format!("building {} from {}", args.out.display(), args.base))?;
     let manifest = &report.manifest;
     eprintln!("built {} ({})", args.out.display(), manifest.identity());
+    if let Some(t) = manifest.temperature {
+        eprintln!("logits divided by temperature {t:.4} (calibrated)");
+    }
     eprintln!(
         "f32 graph vs reference forward pass (hidden states, logits): max diff {:.2e}",
         report.reference_diff

@@ -28,6 +28,11 @@ pub struct Args {
     /// Seed of the --limit sample.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Score short pieces of the reviews instead, each labelled as its review: `sentences`
+    /// (every sentence of at least 3 words) or `first:<N>` (the first N characters, cut back
+    /// to a whole word). Applied after --limit.
+    #[arg(long, value_name = "KIND")]
+    spans: Option<data::Spans>,
     /// Texts per inference batch (sorted by length, so padding stays small).
     #[arg(long, default_value_t = 16)]
     batch: usize,
@@ -48,6 +53,9 @@ pub struct Args {
 struct Report<'a> {
     model: String,
     graph: String,
+    /// `--spans`, when the reviews were cut.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    spans: Option<String>,
     #[serde(flatten)]
     evaluation: &'a Evaluation,
 }
@@ -58,6 +66,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.data.display()))?;
     let examples = match args.limit {
         Some(limit) => data::take_balanced(examples, limit, args.seed),
+        None => examples,
+    };
+    let examples = match args.spans {
+        Some(spans) => spans.cut(&examples),
         None => examples,
     };
     let threads = args.threads.unwrap_or_else(|| {
@@ -83,16 +95,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let report = Report {
         model: args.model.dir.display().to_string(),
         graph: classifier.engine().path().display().to_string(),
+        spans: args.spans.map(|s| s.to_string()),
         evaluation: &evaluation,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("model      {} ({})", report.model, report.graph);
+        if let Some(spans) = &report.spans {
+            println!("spans      {spans} of each review, labelled as the review");
+        }
         println!("{}", evaluation.overall);
         println!(
             "truncated  {} of {} reviews (head+tail)",
             evaluation.truncated, evaluation.overall.examples
+        );
+        println!(
+            "ece        {:.4} (15 bins, top-label probability)",
+            evaluation.ece
         );
         println!("by length (words): accuracy");
         for bucket in &evaluation.by_length {

@@ -77,6 +77,11 @@ pub struct Args {
     /// each epoch; the best epoch's model is kept). 0 keeps the last epoch's.
     #[arg(long, default_value_t = 0.1)]
     validation_fraction: f64,
+    /// Add N random short spans of each training (and validation) review, labelled as the
+    /// review: one sentence (1/2), two or three sentences (3/10) or 4-30 consecutive words
+    /// (1/5), so the model also learns the short texts MQTT carries. 0: whole reviews only.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    spans_per_review: usize,
     /// Write a resumable checkpoint to <out>/checkpoint/ every N optimizer updates.
     #[arg(long)]
     checkpoint_every: Option<usize>,
@@ -135,6 +140,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.head_len = args.head_len;
     config.limit = args.limit;
     config.validation_fraction = args.validation_fraction;
+    config.spans_per_review = args.spans_per_review;
     config.checkpoint_every = args.checkpoint_every;
     config.resume = args.resume;
     config.eval_test = args.eval_test;
