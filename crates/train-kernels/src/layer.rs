@@ -26,25 +26,33 @@ pub struct Adapter {
     pub a_offset: usize,
     /// Offset of `B` in the packed `B`s.
     pub b_offset: usize,
+    /// `r`.
     pub rank: usize,
     /// `alpha / rank`.
     pub scale: f32,
+    /// Dropout on the adapter's input in this pass.
     pub dropout: Option<DropoutMask>,
 }
 
 /// One frozen projection `(outputs, inputs)`, optionally adapted.
 #[derive(Clone, Copy)]
 pub struct Projection<'a> {
+    /// `(outputs, inputs)`.
     pub weight: &'a [f32],
+    /// `(outputs)`.
     pub bias: &'a [f32],
+    /// Its LoRA adapter, if adapted.
     pub adapter: Option<Adapter>,
 }
 
 /// A frozen LayerNorm.
 #[derive(Clone, Copy)]
 pub struct Norm<'a> {
+    /// Scale, `(hidden)`.
     pub gamma: &'a [f32],
+    /// Shift, `(hidden)`.
     pub beta: &'a [f32],
+    /// Added to the variance.
     pub eps: f32,
 }
 
@@ -52,13 +60,21 @@ pub struct Norm<'a> {
 /// two LayerNorms, the attention's shape and the dropout masks of this pass.
 #[derive(Clone, Copy)]
 pub struct Layer<'a> {
+    /// `attention.self.query`.
     pub query: Projection<'a>,
+    /// `attention.self.key`.
     pub key: Projection<'a>,
+    /// `attention.self.value`.
     pub value: Projection<'a>,
+    /// `attention.output.dense`.
     pub attention_output: Projection<'a>,
+    /// `intermediate.dense` (`hidden → intermediate_size`).
     pub intermediate: Projection<'a>,
+    /// `output.dense` (`intermediate_size → hidden`).
     pub output: Projection<'a>,
+    /// `attention.output.LayerNorm`.
     pub attention_norm: Norm<'a>,
+    /// `output.LayerNorm`.
     pub output_norm: Norm<'a>,
     /// `(batch, seq, heads, head_dim)`; `hidden = heads · head_dim`.
     pub shape: AttentionShape,
@@ -66,12 +82,15 @@ pub struct Layer<'a> {
     pub intermediate_size: usize,
     /// `(batch, seq)`: 1 attended, 0 padding.
     pub keep: &'a [f32],
+    /// Dropout on the attention probabilities.
     pub attention_dropout: Option<DropoutMask>,
-    /// Dropout on the attention output and on the output before each residual sum.
+    /// Dropout on the attention output before its residual sum.
     pub attention_output_dropout: Option<DropoutMask>,
+    /// Dropout on the output projection before its residual sum.
     pub output_dropout: Option<DropoutMask>,
-    /// All adapters' `A`s and `B`s, packed (see [`Adapter`]).
+    /// All adapters' `A`s, packed (see [`Adapter`]).
     pub lora_a: &'a [f32],
+    /// All adapters' `B`s, packed.
     pub lora_b: &'a [f32],
 }
 

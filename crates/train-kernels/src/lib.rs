@@ -6,6 +6,8 @@
 //! so results do not depend on the number of threads; BLAS runs single-threaded inside each
 //! block. Built at `opt-level = 3` in every profile (the workspace's `Cargo.toml`).
 
+#![warn(missing_docs)]
+
 pub mod activation;
 mod allocator;
 pub mod attention;
