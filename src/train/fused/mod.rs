@@ -7,7 +7,10 @@
 //! gradients; together these made most of a CPU training step. Each public function here
 //! takes the fused path for contiguous-or-not `f32` tensors on the CPU and otherwise
 //! computes the same function from candle's primitives ([`composed`]), which is also the
-//! reference the gradient tests check the fused ops against.
+//! reference the gradient tests check the fused ops against. With LoRA and a frozen base,
+//! [`encoder_layer`] goes further and runs a whole encoder layer as one op, so that its
+//! activations and gradients never pass through candle's autograd bookkeeping (a zeroed
+//! buffer and an add per graph edge).
 
 pub(crate) mod composed;
 mod layer;
