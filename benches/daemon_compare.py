@@ -1,0 +1,189 @@
+"""sentimqd against the Python peer (benches/mqtt_peer.py) through one private mosquitto.
+
+Each round starts one daemon, waits for its retained `online`, sends --messages QoS 1 texts
+(the first --chars characters of IMDB test reviews, negative and positive interleaved, cut at a
+word) on `sentimq/classify/bench/<n>`, at most --window of them unanswered, and times the
+answers (results or error replies) on `sentimq/result/#` and `sentimq/error`; then the other
+daemon. Rounds alternate. Prints one JSON line per run, then the ratio of the mean messages per
+second (sentimqd / Python peer) as the last line.
+
+  python3 benches/daemon_compare.py --sentimqd target/release/sentimqd \
+      --sentimqd-args "--workers 2 --intra-op-threads 1"
+
+Needs mosquitto, ../shared's IMDB archive (or --data) and the peer's packages (paho-mqtt,
+onnxruntime, numpy, tokenizers).
+"""
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+HERE = Path(__file__).resolve().parent
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def imdb_openings(archive, count, chars):
+    """The first `chars` characters (cut at a word) of `count` test reviews, neg/pos interleaved."""
+    wanted = {"neg": [], "pos": []}
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if len(parts) < 3 or parts[-3] != "test" or parts[-2] not in wanted:
+                continue
+            bucket = wanted[parts[-2]]
+            if len(bucket) < (count + 1) // 2:
+                text = tar.extractfile(member).read().decode("utf-8")
+                text = " ".join(text.replace("<br />", " ").split())
+                if len(text) > chars:
+                    cut = text[:chars]
+                    text = cut[:cut.rfind(" ")] if " " in cut and text[chars] != " " else cut
+                bucket.append(text)
+            if all(len(b) >= (count + 1) // 2 for b in wanted.values()):
+                break
+    interleaved = [t for pair in zip(wanted["neg"], wanted["pos"]) for t in pair]
+    if len(interleaved) < count:
+        sys.exit(f"daemon_compare: {archive} has fewer than {count} test reviews")
+    return interleaved[:count]
+
+
+class Load:
+    """A publisher and a subscriber client on the broker, counting one answer per message."""
+
+    def __init__(self, port):
+        self.port = port
+        self.answered = set()
+        self.errors = 0
+        self.online = threading.Event()
+        self.progress = threading.Condition()
+        self.sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub")
+        self.sub.on_message = self.on_message
+        self.sub.connect("127.0.0.1", port)
+        self.sub.subscribe([("sentimq/result/#", 1), ("sentimq/error", 1), ("sentimq/status", 1)])
+        self.sub.loop_start()
+        self.pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
+        self.pub.max_inflight_messages_set(1000)
+        self.pub.connect("127.0.0.1", port)
+        self.pub.loop_start()
+
+    def on_message(self, _client, _userdata, message):
+        if message.topic == "sentimq/status":
+            if message.payload == b"online":
+                self.online.set()
+            return
+        if message.topic == "sentimq/error":
+            self.errors += 1
+            source = json.loads(message.payload).get("source_topic", "")
+        else:
+            source = message.topic[len("sentimq/result/"):]
+        with self.progress:
+            self.answered.add(source)
+            self.progress.notify_all()
+
+    def reset(self):
+        self.pub.publish("sentimq/status", b"", qos=1, retain=True).wait_for_publish(5)
+        time.sleep(0.2)
+        self.online.clear()
+        with self.progress:
+            self.answered = set()
+            self.errors = 0
+
+    def run(self, texts, window, timeout):
+        started = time.perf_counter()
+        for n, text in enumerate(texts):
+            with self.progress:
+                deadline = time.monotonic() + timeout
+                while n - len(self.answered) >= window:
+                    if not self.progress.wait(timeout=max(deadline - time.monotonic(), 0)):
+                        sys.exit(f"daemon_compare: no answer for {timeout} s at message {n}")
+            self.pub.publish(f"sentimq/classify/bench/{n}", text.encode(), qos=1)
+        with self.progress:
+            deadline = time.monotonic() + timeout
+            while len(self.answered) < len(texts):
+                if not self.progress.wait(timeout=max(deadline - time.monotonic(), 0)):
+                    sys.exit(f"daemon_compare: {len(texts) - len(self.answered)} messages unanswered")
+        return time.perf_counter() - started
+
+
+def start(kind, args, port):
+    if kind == "sentimqd":
+        command = [args.sentimqd, "run", "--server", f"mqtt://127.0.0.1:{port}",
+                   "--model", str(args.model), *shlex.split(args.sentimqd_args)]
+    else:
+        command = [sys.executable, str(HERE / "mqtt_peer.py"), "--server", f"127.0.0.1:{port}",
+                   "--model", str(args.model), "--threads", str(args.peer_threads)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sentimqd", default="target/release/sentimqd")
+    parser.add_argument("--sentimqd-args", default="", help="extra flags of `sentimqd run`")
+    parser.add_argument("--model", type=Path, default=Path("models/imdb-minilm"))
+    parser.add_argument("--data", type=Path,
+                        default=HERE.parent.parent / "shared/data/imdb/aclImdb_v1_labeled.tar.gz")
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--chars", type=int, default=200)
+    parser.add_argument("--window", type=int, default=768)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--peer-threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args()
+    if not Path(args.sentimqd).is_file():
+        sys.exit(f"daemon_compare: no sentimqd at {args.sentimqd} (cargo build --release --bin sentimqd)")
+    texts = imdb_openings(args.data, args.messages, args.chars)
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as scratch:
+        config = Path(scratch) / "mosquitto.conf"
+        config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                          "max_queued_messages 0\npersistence false\n")
+        broker = subprocess.Popen(["mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+            load = Load(port)
+            rates = {"sentimqd": [], "python": []}
+            for round_ in range(1, args.rounds + 1):
+                for kind in rates:
+                    load.reset()
+                    daemon = start(kind, args, port)
+                    try:
+                        if not load.online.wait(args.timeout):
+                            sys.exit(f"daemon_compare: {kind} never came online: "
+                                     f"{daemon.stderr.read1().decode(errors='replace')}")
+                        seconds = load.run(texts, args.window, args.timeout)
+                    finally:
+                        daemon.send_signal(signal.SIGTERM)
+                        daemon.wait(timeout=30)
+                    rate = len(texts) / seconds
+                    rates[kind].append(rate)
+                    print(json.dumps({"daemon": kind, "round": round_, "messages": len(texts),
+                                      "errors": load.errors, "seconds": round(seconds, 3),
+                                      "messages_per_s": round(rate, 1)}), flush=True)
+        finally:
+            broker.terminate()
+            broker.wait()
+    mean = {kind: sum(r) / len(r) for kind, r in rates.items()}
+    print(f"sentimqd {mean['sentimqd']:.1f} msg/s, python peer {mean['python']:.1f} msg/s")
+    print(f"ratio {mean['sentimqd'] / mean['python']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
