@@ -153,14 +153,21 @@ pub fn nll(logits: &[Vec<f32>], labels: &[u8], temperature: f64) -> f64 {
 
 /// Expected calibration error (15 bins, top-label probability) at `temperature`.
 pub fn ece(logits: &[Vec<f32>], labels: &[u8], temperature: f64) -> f64 {
-    expected_calibration_error(
-        logits.iter().zip(labels).map(|(row, &label)| {
-            let p = probabilities(row, temperature);
-            let top = crate::metrics::argmax(&p);
-            (p[top], top == usize::from(label))
-        }),
-        CALIBRATION_BINS,
-    )
+    expected_calibration_error(top_labels(logits, labels, temperature), CALIBRATION_BINS)
+}
+
+/// `(top-label probability, whether the top label is the true one)` of each row at
+/// `temperature`: what calibration error and reliability diagrams are made of.
+pub fn top_labels<'a>(
+    logits: &'a [Vec<f32>],
+    labels: &'a [u8],
+    temperature: f64,
+) -> impl Iterator<Item = (f64, bool)> + 'a {
+    logits.iter().zip(labels).map(move |(row, &label)| {
+        let p = probabilities(row, temperature);
+        let top = crate::metrics::argmax(&p);
+        (p[top], top == usize::from(label))
+    })
 }
 
 /// The temperature in [`RANGE`] with the lowest NLL: golden-section search on `ln T` (the NLL

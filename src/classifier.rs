@@ -2,7 +2,7 @@
 //!
 //! This is what the tool's `classify`/`eval`/`bench` and the daemon's workers hold. It adds
 //! nothing numerical to the engine; it ties token ids to labels and keeps the truncation policy
-//! the model was built with.
+//! the model was built with (or a shorter window, [`Classifier::with_max_tokens`]).
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +38,14 @@ pub enum Error {
     /// The text has nothing to classify.
     #[error("the text is empty")]
     EmptyText,
+    /// A window was asked for that the model was not built for.
+    #[error("a window of {requested} tokens: the model reads at most {window} (model.json's truncation.max_tokens), and at least 3")]
+    Window {
+        /// The window asked for.
+        requested: usize,
+        /// The model's window.
+        window: usize,
+    },
 }
 
 /// The verdict on one text.
@@ -104,6 +112,39 @@ impl Classifier {
             });
         }
         Ok(())
+    }
+
+    /// The same classifier reading at most `max_tokens` word pieces of a text, `[CLS]` and
+    /// `[SEP]` included, instead of the model's window: head+tail as before, the head at most
+    /// half of the new window. A shorter window bounds the cost of long texts on slow devices
+    /// (the graph is the same; short texts are unaffected).
+    ///
+    /// Errors: [`Error::Window`] for less than 3 or more than the model's window.
+    pub fn with_max_tokens(mut self, max_tokens: usize) -> Result<Self, Error> {
+        let built = self.manifest.truncation;
+        if max_tokens < 3 || max_tokens > built.max_tokens {
+            return Err(Error::Window {
+                requested: max_tokens,
+                window: built.max_tokens,
+            });
+        }
+        let head = built.head_tokens.min((max_tokens - 2) / 2);
+        self.tokenizer = self
+            .tokenizer
+            .with_truncation(tokenizer::Truncation::head_tail(max_tokens, head))?;
+        Ok(self)
+    }
+
+    /// Most word pieces read per text, `[CLS]` and `[SEP]` included: the model's window, or
+    /// the one set by [`Classifier::with_max_tokens`].
+    pub fn max_tokens(&self) -> usize {
+        self.tokenizer.truncation().max_tokens
+    }
+
+    /// Builds the engine's plans for every length bucket up to `max_tokens`, capped at
+    /// [`Classifier::max_tokens`] ([`Engine::warm_up`]); returns how many are warm.
+    pub fn warm_up(&self, max_tokens: usize) -> Result<usize, Error> {
+        Ok(self.engine.warm_up(max_tokens.min(self.max_tokens()))?)
     }
 
     /// The model's manifest.

@@ -5,12 +5,14 @@
 //!    `threads` threads (texts/s), and one at a time (model time per text, p50).
 //! 2. `sentimqd` is started against the broker (a private mosquitto on a free loopback port
 //!    unless `server` is given): time from spawn to its retained `online` status.
-//! 3. Throughput: `messages` JSON inputs published at QoS 1 as fast as the broker takes them,
+//! 3. The first answer: one input right after `online`, publish to result (what warm start,
+//!    `model.warm_up_tokens`, is for), against the steady p50 of step 5.
+//! 4. Throughput: `messages` JSON inputs published at QoS 1 as fast as the broker takes them,
 //!    with at most [`WINDOW`] unanswered at a time; texts/s from the first publish to the last
 //!    result.
-//! 4. Latency: `latency_samples` inputs one at a time; end-to-end p50 minus the model p50 is
+//! 5. Latency: `latency_samples` inputs one at a time; end-to-end p50 minus the model p50 is
 //!    what MQTT, batching and JSON add.
-//! 5. The daemon's resident memory (now and peak) against the model file's size.
+//! 6. The daemon's resident memory (now and peak) against the model file's size.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -78,6 +80,10 @@ pub struct DaemonBenchReport {
     pub added_p50_ms: f64,
     /// Spawn to the retained `online` status.
     pub start_to_ready_ms: f64,
+    /// Publish to result of the first input after `online`.
+    pub first_answer_ms: f64,
+    /// `first_answer_ms / end_to_end_p50_ms` (goal ≤ 1.5 with warm start).
+    pub first_answer_vs_p50: f64,
     /// Resident memory after the runs.
     pub rss_mib: f64,
     /// Peak resident memory.
@@ -146,9 +152,16 @@ pub fn run(options: &DaemonBenchOptions) -> Result<DaemonBenchReport, DaemonBenc
         m.topic == format!("{BASE_TOPIC}/status") && m.payload == b"online"
     })?;
     let start_to_ready_ms = ms(spawned.elapsed());
+    let texts = &options.texts;
+
+    // The first answer. Its id lies past the throughput and latency runs' ids.
+    let first = options.messages + options.latency_samples;
+    let sent = Instant::now();
+    client.publish(&input_topic(first), input_payload(first, &texts[0]))?;
+    wait_for_result(&client, first)?;
+    let first_answer_ms = ms(sent.elapsed());
 
     // Throughput.
-    let texts = &options.texts;
     let started = Instant::now();
     let (mut published, mut results, mut errors) = (0, 0, 0);
     let result_prefix = format!("{BASE_TOPIC}/result/");
@@ -178,12 +191,7 @@ pub fn run(options: &DaemonBenchOptions) -> Result<DaemonBenchReport, DaemonBenc
         let i = options.messages + j;
         let sent = Instant::now();
         client.publish(&input_topic(i), input_payload(i, &texts[j % texts.len()]))?;
-        let topic = format!("{BASE_TOPIC}/result/{}", input_topic(i));
-        client.wait_for(DEADLINE, |m| {
-            m.topic == topic
-                && serde_json::from_slice::<serde_json::Value>(&m.payload)
-                    .is_ok_and(|v| v["id"] == i)
-        })?;
+        wait_for_result(&client, i)?;
         latencies.push(ms(sent.elapsed()));
     }
     latencies.sort_by(f64::total_cmp);
@@ -204,11 +212,23 @@ pub fn run(options: &DaemonBenchOptions) -> Result<DaemonBenchReport, DaemonBenc
         end_to_end_p95_ms: percentile(&latencies, 0.95).unwrap_or(f64::NAN),
         added_p50_ms: end_to_end_p50_ms - model_p50_ms,
         start_to_ready_ms,
+        first_answer_ms,
+        first_answer_vs_p50: first_answer_ms / end_to_end_p50_ms,
         rss_mib: mib(rss),
         peak_rss_mib: mib(peak_rss),
         model_file_mib: mib(model_file),
         peak_rss_over_model_mib: mib(peak_rss) - mib(model_file),
     })
+}
+
+/// Waits for the result of input `i`.
+fn wait_for_result(client: &BenchClient, i: usize) -> Result<(), DaemonBenchError> {
+    let topic = format!("{BASE_TOPIC}/result/{}", input_topic(i));
+    client.wait_for(DEADLINE, |m| {
+        m.topic == topic
+            && serde_json::from_slice::<serde_json::Value>(&m.payload).is_ok_and(|v| v["id"] == i)
+    })?;
+    Ok(())
 }
 
 /// The engine alone: batched texts/s and the one-at-a-time p50 (ms), tokenizing included.

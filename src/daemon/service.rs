@@ -79,12 +79,42 @@ pub fn load_model(config: &Config) -> Result<LoadedModel, Error> {
         plan_cache_size: usize::try_from(config.model.plans).unwrap_or(usize::MAX),
         ..Default::default()
     };
-    let classifier = Classifier::load_with(dir, Some(&graph), options).map_err(model_error)?;
+    let mut classifier = Classifier::load_with(dir, Some(&graph), options).map_err(model_error)?;
+    if config.model.max_tokens > 0 {
+        let max_tokens = usize::try_from(config.model.max_tokens).unwrap_or(usize::MAX);
+        classifier = classifier
+            .with_max_tokens(max_tokens)
+            .map_err(model_error)?;
+    }
     Ok(LoadedModel {
         classifier,
         graph,
         identity,
     })
+}
+
+/// Builds the plans of the length buckets up to `model.warm_up_tokens` (if not 0), so the
+/// first texts wait for no plan optimization.
+fn warm_up(config: &Config, model: &LoadedModel) -> Result<(), Error> {
+    let tokens = usize::try_from(config.model.warm_up_tokens).unwrap_or(usize::MAX);
+    if tokens == 0 {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let plans = model
+        .classifier
+        .warm_up(tokens)
+        .map_err(|source| Error::Model {
+            path: config.model.path.clone(),
+            source,
+        })?;
+    info!(
+        plans,
+        up_to_tokens = tokens.min(model.classifier.max_tokens()),
+        ms = started.elapsed().as_millis() as u64,
+        "plans built before going online"
+    );
+    Ok(())
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (then shuts down gracefully) or a fatal error.
@@ -122,6 +152,7 @@ pub fn run_until(
         intra_op_threads = threads,
         "model loaded"
     );
+    warm_up(&config, &model)?;
     let server = config.server().map_err(|e| {
         Error::Config(super::config::ConfigError::Invalid {
             key: "mqtt.server",
@@ -312,7 +343,7 @@ fn info_payload(config: &Config, model: &LoadedModel, filters: &[String]) -> byt
         labels: &manifest.labels,
         graph: &model.graph,
         quantization: health::quantization_of(&model.graph),
-        max_tokens: manifest.truncation.max_tokens,
+        max_tokens: model.classifier.max_tokens(),
         workers: config.pipeline.workers as usize,
         intra_op_threads: config.intra_op_threads(),
         max_batch: config.pipeline.max_batch as usize,

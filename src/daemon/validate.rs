@@ -150,6 +150,12 @@ pub fn validate(sources: Sources, options: ValidateOptions) -> Report {
 
     match service::load_model(&config) {
         Ok(model) => report.model = Some(model.identity),
+        Err(
+            e @ super::Error::Model {
+                source: crate::classifier::Error::Window { .. },
+                ..
+            },
+        ) => report.error("model.max_tokens", &e),
         Err(e) => report.error("model.path", &e),
     }
 

@@ -193,6 +193,24 @@ impl Engine {
         })
     }
 
+    /// Optimizes the single-row plans of every sequence bucket up to `max_tokens` (rounded up to
+    /// a bucket), smallest first and at most as many as the plan cache holds, so that the first
+    /// texts of those lengths wait for no optimization (50–250 ms each on x86, about a second on
+    /// a Pi 4). Returns how many plans are cached for those buckets afterwards.
+    pub fn warm_up(&self, max_tokens: usize) -> Result<usize, Error> {
+        let bucket = self.plans.options.sequence_bucket.max(1);
+        let last = max_tokens.div_ceil(bucket) * bucket;
+        let mut warm = 0;
+        for sequence in (bucket..=last)
+            .step_by(bucket)
+            .take(self.plans.options.plan_cache_size.max(1))
+        {
+            self.plans.get(Shape { rows: 1, sequence })?;
+            warm += 1;
+        }
+        Ok(warm)
+    }
+
     /// The file this engine was loaded from.
     pub fn path(&self) -> &Path {
         &self.path

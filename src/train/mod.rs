@@ -4,7 +4,8 @@
 //! This module owns the trainable model (`model`: own candle code, since candle-transformers'
 //! BERT cannot train; `lora`: the adapter layers), the optimizer ([`optimizer`], `schedule`),
 //! batching ([`batches`]), the loop ([`run`]), resumable
-//! checkpoints and the run's outputs (adapter, `metrics.jsonl`, report, `curve.png`).
+//! checkpoints and the run's outputs (adapter, `metrics.jsonl`, report, `curve.png`,
+//! `reliability.png`).
 //! Reading checkpoints, data and tokenizing are left to [`crate::checkpoint`],
 //! [`crate::data`] and [`crate::tokenizer`]; the adapter format to [`crate::adapter`], which
 //! `sentimq build` reads back.

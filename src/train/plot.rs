@@ -1,5 +1,6 @@
 //! `curve.png`: training loss per update (raw and smoothed) above validation accuracy per
-//! epoch, drawn with plotters' bitmap backend.
+//! epoch; `reliability.png`: the kept model's reliability diagram on validation before and
+//! after temperature scaling. Drawn with plotters' bitmap backend.
 //!
 //! plotters renders text through system fonts (`ttf`, via font-kit/fontconfig) or panics
 //! without them ("The font implementation is unable to draw text"); the training machines may
@@ -34,6 +35,8 @@ pub fn draw_curve(path: &Path, steps: &[StepRecord], evals: &[EvalSummary]) -> R
     root.fill(&WHITE).map_err(|e| plot_err(e.into()))?;
     let (top, bottom) = root.split_vertically(HEIGHT / 2);
     let last_step = steps.last().map_or(1, |s| s.step).max(1) as f64;
+    let end = format!("step {last_step}");
+    let x_axis = || (0.0..last_step, ["0", end.as_str()]);
 
     let loss: Vec<(f64, f64)> = steps.iter().map(|s| (s.step as f64, s.loss)).collect();
     let smoothed: Vec<(f64, f64)> = (0..loss.len())
@@ -46,17 +49,11 @@ pub fn draw_curve(path: &Path, steps: &[StepRecord], evals: &[EvalSummary]) -> R
         })
         .collect();
     let max_loss = loss.iter().map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.05;
-    panel(
-        &top,
-        "training loss",
-        0.0..last_step,
-        0.0..max_loss,
-        |chart| {
-            chart.draw_series(LineSeries::new(loss.iter().copied(), &LIGHT))?;
-            chart.draw_series(LineSeries::new(smoothed.iter().copied(), &BLUE))?;
-            Ok(())
-        },
-    )
+    panel(&top, "training loss", x_axis(), 0.0..max_loss, |chart| {
+        chart.draw_series(LineSeries::new(loss.iter().copied(), &LIGHT))?;
+        chart.draw_series(LineSeries::new(smoothed.iter().copied(), &BLUE))?;
+        Ok(())
+    })
     .map_err(plot_err)?;
 
     let accuracy: Vec<(f64, f64)> = evals
@@ -68,7 +65,7 @@ pub fn draw_curve(path: &Path, steps: &[StepRecord], evals: &[EvalSummary]) -> R
     panel(
         &bottom,
         "validation accuracy %",
-        0.0..last_step,
+        x_axis(),
         floor..100.0,
         |chart| {
             chart.draw_series(LineSeries::new(accuracy.iter().copied(), &RED))?;
@@ -87,6 +84,68 @@ pub fn draw_curve(path: &Path, steps: &[StepRecord], evals: &[EvalSummary]) -> R
     root.present().map_err(|e| plot_err(e.into()))
 }
 
+/// Draws `reliability.png` at `path`: accuracy against mean top-label confidence in each of
+/// `bins` equal-width confidence bins (the bins of the ECE), for the validation predictions
+/// at `T = 1` (grey) and at the fitted `temperature` (red), with the diagonal a calibrated model
+/// follows. `before` and `after` are `(top-label probability, correct)` pairs.
+pub fn draw_reliability(
+    path: &Path,
+    before: &[(f64, bool)],
+    after: &[(f64, bool)],
+    temperature: f64,
+    bins: usize,
+) -> Result<(), Error> {
+    let plot_err = |source: PlotError| Error::Plot {
+        path: path.to_path_buf(),
+        source,
+    };
+    let (before, after) = (bin_points(before, bins), bin_points(after, bins));
+    let low = before
+        .iter()
+        .chain(&after)
+        .flat_map(|&(confidence, accuracy)| [confidence, accuracy])
+        .fold(0.5, f64::min);
+    let floor = (low * 10.0).floor() / 10.0;
+    let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_err(e.into()))?;
+    let title = format!("accuracy per confidence bin - grey t=1 - red t={temperature:.2}");
+    let start = format_value(floor);
+    panel(
+        &root,
+        &title,
+        (floor..1.0, [start.as_str(), "1.00"]),
+        floor..1.0,
+        |chart| {
+            chart.draw_series(LineSeries::new([(floor, floor), (1.0, 1.0)], &BLACK))?;
+            for (points, color) in [(&before, RGBColor(150, 150, 150)), (&after, RED)] {
+                chart.draw_series(LineSeries::new(points.iter().copied(), &color))?;
+                chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+            }
+            Ok(())
+        },
+    )
+    .map_err(plot_err)?;
+    root.present().map_err(|e| plot_err(e.into()))
+}
+
+/// `(mean confidence, accuracy)` of each non-empty bin, in bin order.
+fn bin_points(predictions: &[(f64, bool)], bins: usize) -> Vec<(f64, f64)> {
+    let bins = bins.max(1);
+    let mut sums = vec![(0.0, 0usize, 0usize); bins];
+    for &(confidence, correct) in predictions {
+        let bin = ((confidence * bins as f64) as usize).min(bins - 1);
+        sums[bin].0 += confidence;
+        sums[bin].1 += usize::from(correct);
+        sums[bin].2 += 1;
+    }
+    sums.into_iter()
+        .filter(|&(_, _, count)| count > 0)
+        .map(|(confidence, correct, count)| {
+            (confidence / count as f64, correct as f64 / count as f64)
+        })
+        .collect()
+}
+
 /// A drawing error of plotters (its error types differ per call).
 type PlotError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -97,7 +156,7 @@ type Chart<'a, 'b> =
 fn panel<'b>(
     area: &DrawingArea<BitMapBackend<'b>, Shift>,
     title: &str,
-    x: Range<f64>,
+    (x, x_labels): (Range<f64>, [&str; 2]),
     y: Range<f64>,
     draw: impl FnOnce(&mut Chart<'_, 'b>) -> Result<(), PlotError>,
 ) -> Result<(), PlotError> {
@@ -134,9 +193,8 @@ fn panel<'b>(
         let row = bottom - (bottom - top) * i / 4 - GLYPH_H;
         label(&text, left - width - 8, row)?;
     }
-    label("0", left, bottom + 8)?;
-    let end = format!("step {}", x.end.round());
-    label(&end, right - text_width(&end), bottom + 8)?;
+    label(x_labels[0], left, bottom + 8)?;
+    label(x_labels[1], right - text_width(x_labels[1]), bottom + 8)?;
     Ok(())
 }
 
@@ -199,10 +257,13 @@ fn glyph(c: char) -> [u8; 7] {
         '.' => [0, 0, 0, 0, 0, 0x0C, 0x0C],
         '-' => [0, 0, 0, 0x1F, 0, 0, 0],
         '%' => [0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03],
+        '=' => [0, 0, 0x1F, 0, 0x1F, 0, 0],
         'a' => [0, 0, 0x0E, 0x01, 0x0F, 0x11, 0x0F],
+        'b' => [0x10, 0x10, 0x16, 0x19, 0x11, 0x11, 0x1E],
         'c' => [0, 0, 0x0E, 0x10, 0x10, 0x11, 0x0E],
         'd' => [0x01, 0x01, 0x0D, 0x13, 0x11, 0x11, 0x0F],
         'e' => [0, 0, 0x0E, 0x11, 0x1F, 0x10, 0x0E],
+        'f' => [0x06, 0x09, 0x08, 0x1C, 0x08, 0x08, 0x08],
         'g' => [0, 0x0F, 0x11, 0x11, 0x0F, 0x01, 0x0E],
         'h' => [0x10, 0x10, 0x16, 0x19, 0x11, 0x11, 0x11],
         'i' => [0x04, 0, 0x0C, 0x04, 0x04, 0x04, 0x0E],
@@ -257,5 +318,22 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         assert!(text_width("step 50") > 0 && glyph('%') != [0; 7]);
+    }
+
+    #[test]
+    fn reliability_bins_average_confidence_and_accuracy() {
+        let predictions = [(0.55, true), (0.59, false), (0.95, true), (0.99, true)];
+        let points = bin_points(&predictions, 10);
+        assert_eq!(points.len(), 2);
+        assert!((points[0].0 - 0.57).abs() < 1e-12 && points[0].1 == 0.5);
+        assert!((points[1].0 - 0.97).abs() < 1e-12 && points[1].1 == 1.0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reliability.png");
+        draw_reliability(&path, &predictions, &predictions, 1.5, 15).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        for c in "accuracy per confidence bin - grey t=1.00".chars() {
+            assert!(c == ' ' || glyph(c) != [0; 7], "no glyph for {c:?}");
+        }
     }
 }

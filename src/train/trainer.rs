@@ -455,8 +455,21 @@ impl Trainer<'_> {
             )
         };
         let calibration = if !validation.is_empty() {
-            let fitted = Calibration::fit(&logits(validation)?, &validation.labels, "validation");
+            let rows = logits(validation)?;
+            let fitted = Calibration::fit(&rows, &validation.labels, "validation");
             fitted.write(&dir)?;
+            let pairs = |t| crate::calibration::top_labels(&rows, &validation.labels, t).collect();
+            let path = config.out.join("reliability.png");
+            let (before, after): (Vec<_>, Vec<_>) = (pairs(1.0), pairs(fitted.temperature));
+            let bins = crate::metrics::CALIBRATION_BINS;
+            if let Err(error) =
+                plot::draw_reliability(&path, &before, &after, fitted.temperature, bins)
+            {
+                tracing::warn!(
+                    "skipping reliability.png: {}",
+                    crate::error_text::describe(&error)
+                );
+            }
             Some(fitted)
         } else {
             None

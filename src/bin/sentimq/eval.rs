@@ -19,9 +19,17 @@ pub struct Args {
     /// (stanfordnlp/imdb from the Hugging Face Hub, cached) or `hf:<owner/name>`.
     #[arg(long)]
     data: PathBuf,
-    /// Split of an aclImdb dataset.
+    /// Which reviews of an aclImdb dataset: `test`, `train`, or `validation` — the part of the
+    /// train split that `sentimq train` held out for model selection (the same
+    /// --validation-fraction and --validation-seed as the run; runs without --limit).
     #[arg(long, default_value = "test")]
-    split: Split,
+    split: EvalSplit,
+    /// With `--split validation`: the run's --validation-fraction.
+    #[arg(long, default_value_t = 0.1)]
+    validation_fraction: f64,
+    /// With `--split validation`: the run's --seed.
+    #[arg(long, default_value_t = 42)]
+    validation_seed: u64,
     /// Evaluate on a class-balanced, seeded sample of this many examples.
     #[arg(long)]
     limit: Option<usize>,
@@ -48,6 +56,14 @@ pub struct Args {
     predictions: Option<PathBuf>,
 }
 
+/// `--split`: a split of the data, or the validation part that training held out of train.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum EvalSplit {
+    Test,
+    Train,
+    Validation,
+}
+
 /// The JSON report: what was evaluated, then the evaluation.
 #[derive(serde::Serialize)]
 struct Report<'a> {
@@ -62,8 +78,18 @@ struct Report<'a> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let classifier = args.model.load()?;
-    let examples = data::load(&args.data, args.split)
+    let split = match args.split {
+        EvalSplit::Test => Split::Test,
+        EvalSplit::Train | EvalSplit::Validation => Split::Train,
+    };
+    let examples = data::load(&args.data, split)
         .with_context(|| format!("reading {}", args.data.display()))?;
+    let examples = match args.split {
+        EvalSplit::Validation => {
+            data::train_validation_split(examples, args.validation_fraction, args.validation_seed).1
+        }
+        EvalSplit::Train | EvalSplit::Test => examples,
+    };
     let examples = match args.limit {
         Some(limit) => data::take_balanced(examples, limit, args.seed),
         None => examples,

@@ -55,13 +55,23 @@ struct ModelArgs {
     /// Graph file inside the model directory (default: the one model.json names).
     #[arg(long)]
     graph: Option<String>,
+    /// Read at most this many word pieces per text, [CLS] and [SEP] included (head+tail, the
+    /// head at most half), instead of the model's window (default: model.json's; at most that).
+    #[arg(long, value_name = "TOKENS")]
+    max_tokens: Option<usize>,
 }
 
 impl ModelArgs {
     /// Loads the model directory with the chosen graph.
     fn load(&self) -> anyhow::Result<Classifier> {
-        Classifier::load(&self.dir, self.graph.as_deref())
-            .with_context(|| format!("loading model from {}", self.dir.display()))
+        let classifier = Classifier::load(&self.dir, self.graph.as_deref())
+            .with_context(|| format!("loading model from {}", self.dir.display()))?;
+        match self.max_tokens {
+            Some(max_tokens) => classifier
+                .with_max_tokens(max_tokens)
+                .context("--max-tokens"),
+            None => Ok(classifier),
+        }
     }
 }
 

@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
     /// Run directory: adapter/ (or model/ with --full), metrics.jsonl, report.json,
-    /// report.txt, curve.png, checkpoint/.
+    /// report.txt, curve.png, reliability.png, checkpoint/.
     #[arg(long, required_unless_present = "throughput")]
     out: Option<PathBuf>,
     /// Passes over the training reviews.

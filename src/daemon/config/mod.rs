@@ -123,6 +123,11 @@ pub struct ModelConfig {
     pub graph: Option<String>,
     /// Most shape-specialised plans kept (each holds packed weights).
     pub plans: u64,
+    /// Most word pieces read per text (head+tail); 0 = the model's window.
+    pub max_tokens: u64,
+    /// Plans for every length bucket up to this many tokens are built before going online;
+    /// 0 = built on first use.
+    pub warm_up_tokens: u64,
 }
 
 /// `[pipeline]`: batching, threads, queues and shutdown.
@@ -243,6 +248,8 @@ impl Default for ModelConfig {
             path: PathBuf::from("models/imdb-minilm"),
             graph: None,
             plans: 8,
+            max_tokens: 0,
+            warm_up_tokens: 64,
         }
     }
 }

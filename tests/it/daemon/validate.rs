@@ -63,6 +63,16 @@ fn validate_names_the_broken_key() {
         "{out}"
     );
 
+    // A window past the model's (128 tokens for the test model).
+    let mut wide = good.clone();
+    set(&mut wide, "model.max_tokens", 512);
+    let (code, out) = validate(dir.path(), &wide);
+    assert_eq!(code, 78, "{out}");
+    assert!(
+        out.contains("error: model.max_tokens:") && out.contains("at most 128"),
+        "{out}"
+    );
+
     let mut bad_filter = good.clone();
     set(&mut bad_filter, "mqtt.inputs", vec!["reviews/#/new"]);
     let (code, out) = validate(dir.path(), &bad_filter);

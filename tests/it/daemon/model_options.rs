@@ -1,0 +1,106 @@
+//! `[model]` options that change how the daemon runs its model: warm start (the plans of the
+//! configured length buckets are built before the daemon says it is ready, so its first
+//! answers wait for no plan optimization) and a window shorter than the model's.
+
+use sentimq::classifier::Classifier;
+
+use super::client::TestClient;
+use super::harness::{daemon_config, set, Broker, BrokerOptions, Daemon};
+use super::{assert_result_matches, setup, REPLY, START};
+
+const WARM_LOG: &str = "plans built before going online";
+
+/// Starts a daemon with `model.warm_up_tokens = tokens`, sends one text once it is ready, and
+/// returns its log (checking the answer on the way).
+fn start_and_answer_once(tokens: i64, base: &str) -> String {
+    let model = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), BrokerOptions::default());
+    let client = TestClient::v5(broker.port, &format!("{base}-client"));
+    client.subscribe(&format!("{base}/result/#"));
+    let mut config = daemon_config(broker.port, &format!("{base}-daemon"), base, model);
+    set(&mut config, "model.warm_up_tokens", tokens);
+    let daemon = Daemon::spawn(dir.path(), base, &config);
+    daemon.wait_for_log("ready", START);
+    let text = "A warm welcome: the first review of the day, and a fine one.";
+    client.publish(
+        &format!("{base}/classify"),
+        format!(r#"{{"id": 1, "text": "{text}"}}"#),
+    );
+    let result = client.wait_on(&format!("{base}/result/{base}/classify"), REPLY);
+    assert_result_matches(model, &result.json(), text);
+    daemon.log()
+}
+
+#[test]
+fn plans_up_to_the_configured_length_are_built_before_ready() {
+    let log = start_and_answer_once(64, "warm");
+    let warm = log
+        .find(WARM_LOG)
+        .unwrap_or_else(|| panic!("no warm-up line; log:\n{log}"));
+    let ready = log
+        .find("subscribed; ready")
+        .unwrap_or_else(|| panic!("never ready; log:\n{log}"));
+    assert!(warm < ready, "warmed up after ready; log:\n{log}");
+    let line = log[warm..].lines().next().unwrap_or_default();
+    // 16-token buckets: 16, 32, 48, 64.
+    assert!(
+        line.contains("plans=4") && line.contains("up_to_tokens=64"),
+        "{line}"
+    );
+}
+
+#[test]
+fn warm_up_stops_at_the_window_and_can_be_turned_off() {
+    // The test model reads 128 tokens: 8 buckets, which the default 8 plans all hold.
+    let log = start_and_answer_once(4096, "window");
+    let line = log
+        .lines()
+        .find(|l| l.contains(WARM_LOG))
+        .unwrap_or_else(|| panic!("no warm-up line; log:\n{log}"));
+    assert!(
+        line.contains("plans=8") && line.contains("up_to_tokens=128"),
+        "{line}"
+    );
+
+    let log = start_and_answer_once(0, "cold");
+    assert!(!log.contains(WARM_LOG), "warmed up with 0; log:\n{log}");
+}
+
+#[test]
+fn a_shorter_window_reads_head_and_tail_of_that_length() {
+    let model = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), BrokerOptions::default());
+    let client = TestClient::v5(broker.port, "short-client");
+    client.subscribe("short/result/#");
+    client.subscribe("short/info");
+    let mut config = daemon_config(broker.port, "short-daemon", "short", model);
+    set(&mut config, "model.max_tokens", 32);
+    let daemon = Daemon::spawn(dir.path(), "short", &config);
+    daemon.wait_for_log("ready", START);
+    assert_eq!(client.wait_on("short/info", REPLY).json()["max_tokens"], 32);
+
+    let text = "The opening was slow and the middle dragged on and on, scene after scene of \
+                people talking in rooms about nothing in particular, but the last half hour \
+                was wonderful, moving and beautifully acted: I loved the ending.";
+    client.publish(
+        "short/classify",
+        format!(r#"{{"id": 1, "text": "{text}"}}"#),
+    );
+    let result = client.wait_on("short/result/short/classify", REPLY).json();
+    let want = Classifier::load(model, None)
+        .and_then(|c| c.with_max_tokens(32))
+        .expect("test model with a 32-token window")
+        .classify(&[text])
+        .expect("classifies")
+        .remove(0);
+    assert_eq!(result["tokens"], 32, "{result}");
+    assert_eq!(result["truncated"], true, "{result}");
+    assert_eq!(result["label"], want.label.as_str(), "{result}");
+    let score = result["score"].as_f64().expect("score");
+    assert!(
+        (score - f64::from(want.score)).abs() <= 1e-3,
+        "{result} vs {want:?}"
+    );
+}
