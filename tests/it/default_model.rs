@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use sentimq::calibration::Calibration;
 use sentimq::classifier::Classifier;
 use sentimq::data::{self, Split};
 use sentimq::export::{self, BuildOptions};
@@ -40,6 +41,7 @@ fn default_model_is_complete_and_small() {
     for file in [
         "adapter/adapter_config.json",
         "adapter/adapter_model.safetensors",
+        "adapter/calibration.json",
     ] {
         let path = model.join(file);
         assert!(path.is_file(), "{} is missing", path.display());
@@ -63,6 +65,23 @@ fn default_model_is_complete_and_small() {
             .sha256,
         adapter.sha256,
         "the committed adapter is the one model.json was built from"
+    );
+    let calibration = Calibration::read(&model.join("adapter"))
+        .expect("adapter/calibration.json is readable")
+        .expect("the shipped adapter is calibrated (adapter/calibration.json)");
+    assert_eq!(
+        manifest.temperature,
+        Some(calibration.temperature),
+        "model.json's temperature is the one fitted on validation"
+    );
+    assert_eq!(calibration.fitted_on, "validation");
+    // The window the model card's figures are for: 512 word pieces, head 128 + tail 382.
+    assert_eq!(
+        (
+            manifest.truncation.max_tokens,
+            manifest.truncation.head_tokens
+        ),
+        (512, 128)
     );
     let int8 = &manifest.files["model.int8.onnx"];
     assert_eq!(

@@ -19,6 +19,10 @@ pub struct Args {
     /// Timed runs per latency cell.
     #[arg(long, default_value_t = 30)]
     iterations: usize,
+    /// Sequence lengths (tokens) of the batch-1 latency table, comma-separated (default:
+    /// 16,32,64,128,256), e.g. up to 512 for a model with that window.
+    #[arg(long, value_delimiter = ',', conflicts_with = "mqtt")]
+    sequences: Vec<usize>,
     /// Thread counts to measure (repeatable; default: 1 and all cores). With --mqtt the first
     /// one (default: all cores) is the daemon's intra-op thread count.
     #[arg(long)]
@@ -129,6 +133,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     if !args.threads.is_empty() {
         options.threads = args.threads;
+    }
+    if !args.sequences.is_empty() {
+        options.latency_sequences = args.sequences;
     }
     let mut reports = Vec::new();
     for graph in graphs {
