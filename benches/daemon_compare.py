@@ -39,6 +39,18 @@ def free_port():
         return s.getsockname()[1]
 
 
+def start_mosquitto(scratch, port, extra=""):
+    """A private mosquitto on 127.0.0.1:`port` without a queue cap or persistence (config in
+    the `scratch` directory); `extra` lines are appended to its config."""
+    config = Path(scratch) / "mosquitto.conf"
+    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                      f"max_queued_messages 0\npersistence false\n{extra}")
+    broker = subprocess.Popen(["mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return broker
+
+
 def imdb_openings(archive, count, chars):
     """The first `chars` characters (cut at a word) of `count` test reviews, neg/pos interleaved."""
     wanted = {"neg": [], "pos": []}
@@ -151,13 +163,8 @@ def main():
 
     port = free_port()
     with tempfile.TemporaryDirectory() as scratch:
-        config = Path(scratch) / "mosquitto.conf"
-        config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-                          "max_queued_messages 0\npersistence false\n")
-        broker = subprocess.Popen(["mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        broker = start_mosquitto(scratch, port)
         try:
-            time.sleep(0.5)
             load = Load(port)
             rates = {"sentimqd": [], "python": []}
             for round_ in range(1, args.rounds + 1):

@@ -27,6 +27,9 @@ pub mod error_text;
 pub mod eval;
 #[cfg(feature = "workstation")]
 pub mod export;
+#[cfg(any(all(test, feature = "workstation"), feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "workstation")]
 mod hub;
 pub mod manifest;

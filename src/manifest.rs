@@ -152,12 +152,17 @@ impl ModelManifest {
             path: path.clone(),
             source,
         })?;
+        Self::parse(&text, &path)
+    }
+
+    /// Parses and checks the text of a `model.json` read from `path` (named in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, Error> {
         let manifest: ModelManifest =
-            serde_json::from_str(&text).map_err(|source| Error::Invalid {
-                path: path.clone(),
+            serde_json::from_str(text).map_err(|source| Error::Invalid {
+                path: path.to_path_buf(),
                 source,
             })?;
-        manifest.check(&path)?;
+        manifest.check(path)?;
         Ok(manifest)
     }
 
@@ -195,7 +200,7 @@ impl ModelManifest {
         let hash = self
             .files
             .get(&self.default_graph)
-            .map(|f| &f.sha256[..12.min(f.sha256.len())])
+            .map(|f| f.sha256.get(..12).unwrap_or(&f.sha256))
             .unwrap_or("unknown");
         format!("{}@{}", self.name, hash)
     }

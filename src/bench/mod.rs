@@ -22,8 +22,8 @@ pub struct BenchOptions {
     pub latency_sequences: Vec<usize>,
     /// Batch sizes for the throughput table.
     pub throughput_batches: Vec<usize>,
-    /// Sequence length of the throughput runs.
-    pub throughput_sequence: usize,
+    /// Sequence lengths of the throughput runs.
+    pub throughput_sequences: Vec<usize>,
     /// Thread counts to measure (intra-op threads of tract's matmuls).
     pub threads: Vec<usize>,
     /// Timed runs per cell (after warm-up).
@@ -42,7 +42,7 @@ impl Default for BenchOptions {
         BenchOptions {
             latency_sequences: vec![16, 32, 64, 128, 256],
             throughput_batches: vec![8, 32],
-            throughput_sequence: 128,
+            throughput_sequences: vec![32, 128],
             threads,
             iterations: 30,
         }
@@ -75,7 +75,8 @@ pub struct LatencyRow {
     pub p95_ms: f64,
 }
 
-/// Throughput at one batch size.
+/// Throughput at one batch size: each text run alone, as the daemon does, against the whole
+/// batch run as one `(rows, sequence)` plan.
 #[derive(Clone, Debug, Serialize)]
 pub struct ThroughputRow {
     /// Intra-op threads.
@@ -84,8 +85,10 @@ pub struct ThroughputRow {
     pub batch: usize,
     /// Tokens per text.
     pub sequence: usize,
-    /// Texts classified per second.
+    /// Texts classified per second, each text run alone (`Session::classify`).
     pub texts_per_second: f64,
+    /// Texts per second with the batch run as one plan of its shape (`Engine::run_all`).
+    pub one_plan_texts_per_second: f64,
 }
 
 /// Deterministic token ids of length `sequence`: `[CLS]`, ordinary word pieces, `[SEP]`.
@@ -107,6 +110,7 @@ pub fn bench_batch(rows: usize, sequence: usize) -> TokenBatch {
         attention_mask: vec![1; rows * sequence],
         batch: rows,
         sequence,
+        pad_id: 0,
     }
 }
 
@@ -130,16 +134,23 @@ pub fn run(graph: &Path, options: &BenchOptions) -> Result<BenchReport, engine::
                 p95_ms: percentile(&times, 0.95).unwrap_or(f64::NAN),
             });
         }
-        for &rows in &options.throughput_batches {
-            let batch = bench_batch(rows, options.throughput_sequence);
-            let times = time_runs(&mut session, &batch, (options.iterations / 3).max(3))?;
-            let p50 = percentile(&times, 0.5).unwrap_or(f64::NAN);
-            throughput.push(ThroughputRow {
-                threads,
-                batch: rows,
-                sequence: options.throughput_sequence,
-                texts_per_second: rows as f64 / (p50 / 1e3),
-            });
+        for &sequence in &options.throughput_sequences {
+            for &rows in &options.throughput_batches {
+                let batch = bench_batch(rows, sequence);
+                let runs = (options.iterations / 3).max(3);
+                let alone = time(runs, || session.classify(&batch).map(drop))?;
+                let one_plan = time(runs, || engine.run_all(&batch).map(drop))?;
+                let per_second = |times: &[f64]| {
+                    rows as f64 / (percentile(times, 0.5).unwrap_or(f64::NAN) / 1e3)
+                };
+                throughput.push(ThroughputRow {
+                    threads,
+                    batch: rows,
+                    sequence,
+                    texts_per_second: per_second(&alone),
+                    one_plan_texts_per_second: per_second(&one_plan),
+                });
+            }
         }
     }
     engine::set_intra_op_threads(1);
@@ -156,13 +167,21 @@ fn time_runs(
     batch: &TokenBatch,
     iterations: usize,
 ) -> Result<Vec<f64>, engine::Error> {
+    time(iterations, || session.classify(batch).map(drop))
+}
+
+/// Sorted milliseconds of `iterations` calls of `run`, after 3 untimed ones.
+fn time(
+    iterations: usize,
+    mut run: impl FnMut() -> Result<(), engine::Error>,
+) -> Result<Vec<f64>, engine::Error> {
     for _ in 0..3 {
-        session.classify(batch)?;
+        run()?;
     }
     let mut times = Vec::with_capacity(iterations);
     for _ in 0..iterations {
         let start = Instant::now();
-        session.classify(batch)?;
+        run()?;
         times.push(start.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);

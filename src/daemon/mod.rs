@@ -47,3 +47,9 @@ mod worker;
 pub use error::{Error, EX_CONFIG};
 pub use service::run;
 pub use validate::{validate, Report, ValidateOptions};
+#[cfg(any(all(test, feature = "workstation"), feature = "fuzzing"))]
+pub(crate) use {
+    message::{Completion, Inbound, InputAck, ResponseRoute},
+    topic::{matches as topic_matches, validate_name as validate_topic_name},
+    worker::read_input,
+};

@@ -148,7 +148,7 @@ pub fn run_until(
         model = %model.identity,
         graph = %model.graph,
         path = %config.model.path.display(),
-        workers = config.pipeline.workers,
+        workers = config.workers(),
         intra_op_threads = threads,
         "model loaded"
     );
@@ -179,7 +179,7 @@ async fn serve(
     stop: impl std::future::Future<Output = &'static str>,
 ) -> Result<(), Error> {
     let capacity = config.pipeline.queue_capacity as usize;
-    let workers = config.pipeline.workers as usize;
+    let workers = config.workers();
     let filters = config.input_filters();
     let topics = Topics::new(&config.mqtt.base_topic);
     let client_id = config.client_id();
@@ -344,7 +344,7 @@ fn info_payload(config: &Config, model: &LoadedModel, filters: &[String]) -> byt
         graph: &model.graph,
         quantization: health::quantization_of(&model.graph),
         max_tokens: model.classifier.max_tokens(),
-        workers: config.pipeline.workers as usize,
+        workers: config.workers(),
         intra_op_threads: config.intra_op_threads(),
         max_batch: config.pipeline.max_batch as usize,
         max_wait_ms: config.pipeline.max_wait_ms,

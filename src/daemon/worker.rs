@@ -191,28 +191,10 @@ impl Worker {
         }
     }
 
-    /// Reads and tokenizes one input: its tokens, `id` and (with `input.echo_text`) text.
+    /// Reads and tokenizes one input (see [`read_input`]).
     fn read(&self, input: &Inbound) -> Result<(Encoded, Option<Value>, Option<String>), Rejection> {
-        if let Some(rejection) = self.context.replier.check_route(input) {
-            return Err(rejection);
-        }
-        let input_config = &self.context.input;
-        let max_bytes = usize::try_from(input_config.max_payload_bytes).unwrap_or(usize::MAX);
-        let request = contract::parse_input(&input.payload, &input_config.text_field, max_bytes)?;
-        match self.context.classifier.encode(&request.text) {
-            Ok(encoded) => {
-                let text = input_config.echo_text.then(|| request.text.into_owned());
-                Ok((encoded, request.id, text))
-            }
-            Err(e) => Err(Rejection {
-                code: match e {
-                    classifier::Error::EmptyText => ErrorCode::Empty,
-                    _ => ErrorCode::InferenceFailed,
-                },
-                detail: describe(&e),
-                id: request.id,
-            }),
-        }
+        let context = &self.context;
+        read_input(&context.replier, &context.input, &context.classifier, input)
     }
 
     /// Sends an error reply; `false` when the outbox is gone.
@@ -223,5 +205,34 @@ impl Worker {
             .replier
             .error(input, rejection, &mut self.buffer);
         self.context.replies.blocking_send(reply).is_ok()
+    }
+}
+
+/// Reads and tokenizes one input: its tokens, `id` and (with `input.echo_text`) text, or why it
+/// cannot be classified (an unusable response topic first, then the payload, then the text).
+pub(crate) fn read_input(
+    replier: &Replier,
+    input_config: &InputConfig,
+    classifier: &Classifier,
+    input: &Inbound,
+) -> Result<(Encoded, Option<Value>, Option<String>), Rejection> {
+    if let Some(rejection) = replier.check_route(input) {
+        return Err(rejection);
+    }
+    let max_bytes = usize::try_from(input_config.max_payload_bytes).unwrap_or(usize::MAX);
+    let request = contract::parse_input(&input.payload, &input_config.text_field, max_bytes)?;
+    match classifier.encode(&request.text) {
+        Ok(encoded) => {
+            let text = input_config.echo_text.then(|| request.text.into_owned());
+            Ok((encoded, request.id, text))
+        }
+        Err(e) => Err(Rejection {
+            code: match e {
+                classifier::Error::EmptyText => ErrorCode::Empty,
+                _ => ErrorCode::InferenceFailed,
+            },
+            detail: describe(&e),
+            id: request.id,
+        }),
     }
 }

@@ -4,12 +4,13 @@
 //! [`Engine::load`] parses the ONNX file and keeps the parsed model. There is no single plan
 //! with symbolic `batch` and `sequence`: tract fuses the element-wise ops only when it knows
 //! their sizes, so the engine optimizes one runnable plan per concrete `(rows, sequence)` shape,
-//! on first use (`plans.rs`). [`Session::classify`] runs each text as its own row, padded up to
-//! a multiple of [`EngineOptions::sequence_bucket`] (16 tokens), so a handful of plans covers
+//! on first use (`plans.rs`). [`Session::classify`] runs each text as its own row, padded with
+//! the batch's pad id up to its length bucket (every 16 tokens up to 128, 32 up to 256, 64 up
+//! to 512: [`EngineOptions::sequence_bucket`] is the finest step), so a handful of plans covers
 //! every length; [`Engine::run_all`] runs a batch at its exact shape. Plans live in an LRU cache
-//! of at most [`EngineOptions::plan_cache_size`] (8; the daemon's `model.plans`), shared (`Arc`)
-//! by every clone and thread; each holds its own packed weights, which is most of the daemon's
-//! memory. Loading optimizes the smallest bucket's plan, so a corrupt or foreign file fails
+//! of at most [`EngineOptions::plan_cache_size`] (the daemon's `model.plans`), shared (`Arc`)
+//! by every clone and thread; they share one copy of the packed weights, so a plan costs only
+//! its graph. Loading optimizes the smallest bucket's plan, so a corrupt or foreign file fails
 //! there. Each thread that runs batches repeatedly holds a [`Session`] (tract's per-run state
 //! for each recently used shape, and scratch), so nothing is re-planned per batch once its
 //! shape is cached. tract types do not leave this module.
@@ -34,7 +35,7 @@ use crate::tokenizer::TokenBatch;
 mod plans;
 
 pub use plans::EngineOptions;
-use plans::{PlanCache, Shape};
+use plans::{bucket, buckets_up_to, PlanCache, Shape};
 
 /// Errors of loading or running a model.
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +184,7 @@ impl Engine {
         let plans = Arc::new(PlanCache::new(model, path, options));
         plans.get(Shape {
             rows: 1,
-            sequence: options.sequence_bucket.max(1),
+            sequence: bucket(1, options.sequence_bucket),
         })?;
         Ok(Engine {
             plans,
@@ -193,17 +194,15 @@ impl Engine {
         })
     }
 
-    /// Optimizes the single-row plans of every sequence bucket up to `max_tokens` (rounded up to
+    /// Optimizes the single-row plans of every length bucket up to `max_tokens` (rounded up to
     /// a bucket), smallest first and at most as many as the plan cache holds, so that the first
     /// texts of those lengths wait for no optimization (50–250 ms each on x86, about a second on
     /// a Pi 4). Returns how many plans are cached for those buckets afterwards.
     pub fn warm_up(&self, max_tokens: usize) -> Result<usize, Error> {
-        let bucket = self.plans.options.sequence_bucket.max(1);
-        let last = max_tokens.div_ceil(bucket) * bucket;
+        let options = self.plans.options;
         let mut warm = 0;
-        for sequence in (bucket..=last)
-            .step_by(bucket)
-            .take(self.plans.options.plan_cache_size.max(1))
+        for sequence in
+            buckets_up_to(max_tokens, options.sequence_bucket).take(options.plan_cache_size.max(1))
         {
             self.plans.get(Shape { rows: 1, sequence })?;
             warm += 1;
@@ -256,28 +255,28 @@ impl Engine {
 impl Session {
     /// Classifies one batch: `(batch, sequence)` ids and mask → `(batch, labels)` probabilities.
     ///
-    /// Each row runs on its own, padded only up to its sequence bucket: with tract, a plan
-    /// specialised to one shape is ~40 % faster than a symbolic one, and batch 1 wastes no
-    /// compute on padding.
+    /// Each row runs on its own, padded with `batch.pad_id` only up to its length bucket: with
+    /// tract, a plan specialised to one shape is ~40 % faster than a symbolic one, and batch 1
+    /// wastes no compute on padding.
     pub fn classify(&mut self, batch: &TokenBatch) -> Result<Probabilities, Error> {
         check_batch(batch)?;
         let mut values = Vec::new();
         let mut labels = 0;
-        let bucket = self.engine.plans.options.sequence_bucket.max(1);
-        let pad_id = 0;
+        let step = self.engine.plans.options.sequence_bucket;
         for row in 0..batch.batch {
             let tokens = batch.row_tokens(row).max(1);
-            let sequence = tokens.div_ceil(bucket) * bucket;
+            let sequence = bucket(tokens, step);
             let start = row * batch.sequence;
             self.row.batch = 1;
             self.row.sequence = sequence;
+            self.row.pad_id = batch.pad_id;
             self.row.input_ids.clear();
             self.row.attention_mask.clear();
             let used = tokens.min(batch.sequence);
             self.row
                 .input_ids
                 .extend_from_slice(&batch.input_ids[start..start + used]);
-            self.row.input_ids.resize(sequence, pad_id);
+            self.row.input_ids.resize(sequence, batch.pad_id);
             self.row
                 .attention_mask
                 .extend_from_slice(&batch.attention_mask[start..start + used]);

@@ -1,24 +1,40 @@
-//! Shape-specialised tract plans, built on demand and kept in a small LRU cache.
+//! Shape-specialised tract plans, built on demand and kept in a small LRU cache, over one
+//! shared copy of the weights.
 //!
 //! tract optimizes elementwise ops (bias adds, residual adds, per-token rescales) into fused
 //! kernels only when it can prove their sizes, which symbolic `batch`/`sequence` dims defeat:
 //! on MiniLM int8 at 128 tokens a symbolic plan measured 56 ms against 34 ms for a plan made
 //! for that shape. So the parsed model is kept, and one optimized plan is made per
-//! `(rows, sequence)` shape actually run; sequences are rounded up to a bucket so a handful
-//! of plans covers every text length. Each plan holds its own packed weights (≈ the int8
-//! matmul weights: 11 MB for MiniLM-L6, 4 MB for TinyBERT-4L), hence the bounded cache.
+//! `(rows, sequence)` shape actually run; sequences are rounded up to a length bucket
+//! ([`bucket`]) so a handful of plans covers every text length.
+//!
+//! Optimizing a plan packs the matmul weights for tract's kernels (≈ the int8 weights: 11 MB
+//! for MiniLM-L6, 4 MB for TinyBERT-4L) into the optimized matmul ops themselves, and converts
+//! other constants (the embedding tables) afresh; all of it is the same for every sequence
+//! length. Each new plan's constants and packed weights are therefore looked up in a pool of
+//! those already made (by content: hash, then equality) and replaced by the pooled copy, so
+//! every plan shares one copy of the weights and a plan costs only its own graph. This reads
+//! tract's optimized ops (`OptMatMul`, `EagerPackedInput`), which are not a stable API: tract is
+//! pinned to one version in `Cargo.toml`.
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use tract_linalg::mmm::EagerPackedInput;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::dyn_clone;
+use tract_onnx::tract_core::ops::konst::Const;
+use tract_onnx::tract_core::ops::matmul::optimized::{MatMulOperand, OptMatMul, ProtoFusedSpec};
 
 use super::Error;
 
 /// How the engine specialises plans.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineOptions {
-    /// Sequence lengths are padded up to a multiple of this (1 = exact lengths).
+    /// The finest length bucket: sequences are padded up to a multiple of this, a step that
+    /// doubles each time the length doubles past 8 steps ([`bucket`]).
     pub sequence_bucket: usize,
     /// Most plans kept at once (per engine, and tract states per session).
     pub plan_cache_size: usize,
@@ -28,9 +44,33 @@ impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             sequence_bucket: 16,
-            plan_cache_size: 8,
+            plan_cache_size: 16,
         }
     }
+}
+
+/// The length a sequence of `tokens` is padded to: the next multiple of `step` up to 8 steps,
+/// of twice `step` up to 16 steps, and so on — with a step of 16, every 16 tokens up to 128,
+/// every 32 up to 256, every 64 up to 512. Padding stays under a quarter of the length past the
+/// first 8 steps, and a 512-token window needs 16 plans, a 128-token one 8.
+pub(super) fn bucket(tokens: usize, step: usize) -> usize {
+    let tokens = tokens.max(1);
+    let mut step = step.max(1);
+    while tokens > step * 8 {
+        step *= 2;
+    }
+    tokens.div_ceil(step) * step
+}
+
+/// The buckets [`bucket`] rounds lengths up to `max_tokens` to, shortest first.
+pub(super) fn buckets_up_to(max_tokens: usize, step: usize) -> impl Iterator<Item = usize> {
+    let last = bucket(max_tokens, step);
+    let mut next = Some(bucket(1, step));
+    std::iter::from_fn(move || {
+        let current = next?;
+        next = (current < last).then(|| bucket(current + 1, step));
+        Some(current)
+    })
 }
 
 /// The concrete input shape a plan is made for.
@@ -42,12 +82,87 @@ pub(super) struct Shape {
 
 type Plan = Arc<TypedRunnableModel>;
 
-/// The parsed model and its most recently used plans (most recent last).
+/// The parsed model, its most recently used plans (most recent last) and the constants they
+/// share.
 pub(super) struct PlanCache {
     model: InferenceModel,
     path: PathBuf,
     pub options: EngineOptions,
     plans: Mutex<Vec<(Shape, Plan)>>,
+    constants: Mutex<ConstantPool>,
+}
+
+/// One copy of each distinct constant of the plans made so far, by content hash: constant
+/// tensors (`Const` nodes) and the packed weights optimized matmuls hold inside the op.
+#[derive(Default)]
+struct ConstantPool {
+    tensors: HashMap<u64, Vec<Arc<Tensor>>>,
+    packed: HashMap<u64, Vec<Arc<Blob>>>,
+}
+
+/// The pooled value equal to `value` in `pool`, pooling `value` if there is none.
+fn intern<T: Hash + PartialEq + ?Sized>(
+    pool: &mut HashMap<u64, Vec<Arc<T>>>,
+    value: &Arc<T>,
+) -> Arc<T> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut hasher);
+    let same_hash = pool.entry(hasher.finish()).or_default();
+    if let Some(pooled) = same_hash.iter().find(|pooled| ***pooled == **value) {
+        return pooled.clone();
+    }
+    same_hash.push(value.clone());
+    value.clone()
+}
+
+impl ConstantPool {
+    /// Points every constant of `model` at its pooled copy.
+    fn share(&mut self, model: &mut TypedModel) -> TractResult<()> {
+        for node in &mut model.nodes {
+            if let Some(matmul) = node.op_as_mut::<OptMatMul>() {
+                self.share_packed(matmul);
+                continue;
+            }
+            let Some(konst) = node.op_as::<Const>() else {
+                continue;
+            };
+            let pooled = intern(&mut self.tensors, konst.val());
+            if Arc::ptr_eq(&pooled, konst.val()) {
+                continue;
+            }
+            let exotic = konst.exotic_fact().map(dyn_clone::clone_box);
+            node.op = Box::new(Const::new_with_opt_exotic_fact(pooled.clone(), exotic)?);
+            if let Some(output) = node.outputs.first_mut() {
+                output.fact.konst = Some(pooled);
+            }
+        }
+        Ok(())
+    }
+
+    /// Points the weights a matmul packed at optimization (its constant operands) at the pooled
+    /// copy of the same bytes.
+    fn share_packed(&mut self, matmul: &mut OptMatMul) {
+        for spec in &mut matmul.micro_ops {
+            let ProtoFusedSpec::AddMatMul { a, b, .. } = spec else {
+                continue;
+            };
+            for operand in [a, b] {
+                let MatMulOperand::Const(value) = operand else {
+                    continue;
+                };
+                let Some(eager) = value.downcast_ref::<EagerPackedInput>() else {
+                    continue;
+                };
+                let pooled = intern(&mut self.packed, &eager.packed);
+                if !Arc::ptr_eq(&pooled, &eager.packed) {
+                    *value = Box::new(EagerPackedInput {
+                        packed: pooled,
+                        ..eager.clone()
+                    });
+                }
+            }
+        }
+    }
 }
 
 impl PlanCache {
@@ -57,6 +172,7 @@ impl PlanCache {
             path: path.to_path_buf(),
             options,
             plans: Mutex::new(Vec::new()),
+            constants: Mutex::new(ConstantPool::default()),
         }
     }
 
@@ -67,10 +183,7 @@ impl PlanCache {
         }
         // Optimizing takes 50–250 ms: done outside the lock, so other shapes keep running.
         let plan = self.optimize(shape)?;
-        let mut plans = self
-            .plans
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut plans = lock(&self.plans);
         if !plans.iter().any(|(s, _)| *s == shape) {
             if plans.len() >= self.options.plan_cache_size.max(1) {
                 plans.remove(0);
@@ -81,10 +194,7 @@ impl PlanCache {
     }
 
     fn lookup(&self, shape: Shape) -> Option<Plan> {
-        let mut plans = self
-            .plans
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut plans = lock(&self.plans);
         let index = plans.iter().position(|(s, _)| *s == shape)?;
         let entry = plans.remove(index);
         let plan = entry.1.clone();
@@ -98,12 +208,95 @@ impl PlanCache {
             source: e.into(),
         };
         let fact = InferenceFact::dt_shape(i64::datum_type(), tvec!(shape.rows, shape.sequence));
-        self.model
+        let mut optimized = self
+            .model
             .clone()
             .with_input_fact(0, fact.clone())
             .and_then(|m| m.with_input_fact(1, fact))
             .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(bad)
+            .map_err(bad)?;
+        lock(&self.constants).share(&mut optimized).map_err(bad)?;
+        optimized.into_runnable().map_err(bad)
+    }
+}
+
+/// A lock that a panicking holder did not spoil: every value behind these locks is whole
+/// between statements.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every packed weight of the plans that tract makes for two lengths.
+    #[cfg(feature = "workstation")]
+    fn packed_weights(cache: &PlanCache, sequence: usize) -> Vec<*const Blob> {
+        let plan = cache.get(Shape { rows: 1, sequence }).expect("a plan");
+        let mut weights = Vec::new();
+        for node in plan.model().nodes() {
+            let Some(matmul) = node.op_as::<OptMatMul>() else {
+                continue;
+            };
+            for spec in &matmul.micro_ops {
+                if let ProtoFusedSpec::AddMatMul { a, b, .. } = spec {
+                    for operand in [a, b] {
+                        if let MatMulOperand::Const(value) = operand {
+                            if let Some(eager) = value.downcast_ref::<EagerPackedInput>() {
+                                weights.push(Arc::as_ptr(&eager.packed));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        weights
+    }
+
+    #[cfg(feature = "workstation")]
+    #[test]
+    fn plans_of_different_lengths_share_one_copy_of_the_packed_weights() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/imdb-minilm/model.int8.onnx");
+        let model = tract_onnx::onnx()
+            .model_for_path(&path)
+            .expect("the shipped model parses");
+        let cache = PlanCache::new(model, &path, EngineOptions::default());
+        let short = packed_weights(&cache, 16);
+        let long = packed_weights(&cache, 160);
+        assert!(
+            short.len() >= 24,
+            "4 packed weights per layer (fused QKV, output, feed-forward in and out), found {}",
+            short.len()
+        );
+        assert_eq!(
+            short, long,
+            "the 160-token plan uses the 16-token plan's packed weights"
+        );
+    }
+
+    #[test]
+    fn buckets_step_by_16_to_128_then_double_their_step_with_the_length() {
+        assert_eq!(bucket(0, 16), 16);
+        assert_eq!(bucket(16, 16), 16);
+        assert_eq!(bucket(17, 16), 32);
+        assert_eq!(bucket(128, 16), 128);
+        assert_eq!(bucket(129, 16), 160);
+        assert_eq!(bucket(257, 16), 320);
+        assert_eq!(bucket(512, 16), 512);
+        let all: Vec<usize> = buckets_up_to(512, 16).collect();
+        assert_eq!(
+            all,
+            [16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512]
+        );
+        assert_eq!(buckets_up_to(100, 16).last(), Some(112));
+        assert_eq!(bucket(5, 1), 5, "a step of 1 is exact up to 8 tokens");
+        for tokens in 1..2000 {
+            let padded = bucket(tokens, 16);
+            assert!(padded >= tokens && (padded - tokens) * 4 <= tokens.max(64));
+        }
     }
 }

@@ -17,6 +17,9 @@ pub struct TokenBatch {
     pub batch: usize,
     /// Length of each row (the longest text's token count).
     pub sequence: usize,
+    /// The tokenizer's pad id, which fills `input_ids` past each text (and which the engine
+    /// pads with when it rounds a row up to a length bucket).
+    pub pad_id: i64,
 }
 
 impl TokenBatch {
@@ -29,14 +32,14 @@ impl TokenBatch {
             .max()
             .unwrap_or(0);
         self.batch = 0;
+        self.pad_id = i64::from(pad_id);
         self.input_ids.clear();
         self.attention_mask.clear();
         for item in items {
             let pad = self.sequence - item.ids.len();
             self.input_ids
                 .extend(item.ids.iter().map(|&id| i64::from(id)));
-            self.input_ids
-                .extend(std::iter::repeat_n(i64::from(pad_id), pad));
+            self.input_ids.extend(std::iter::repeat_n(self.pad_id, pad));
             self.attention_mask
                 .extend(std::iter::repeat_n(1, item.ids.len()));
             self.attention_mask.extend(std::iter::repeat_n(0, pad));

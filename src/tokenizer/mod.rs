@@ -281,6 +281,11 @@ impl TextTokenizer {
                 return Ok(encoded);
             }
         }
+        self.encode_whole(text)
+    }
+
+    /// [`encode`](Self::encode) tokenizing all of `text`, whatever its length.
+    pub(crate) fn encode_whole(&self, text: &str) -> Result<Encoded, Error> {
         let pieces = self.word_pieces(text)?;
         Ok(self.assemble(&pieces, &[], pieces.len()))
     }

@@ -91,8 +91,9 @@ fn default_model_is_complete_and_small() {
     );
 }
 
-/// `sentimq build` from `adapter/` + MiniLM gives the same labels as the committed int8 graph
-/// on 1,000 IMDB test reviews.
+/// `sentimq build` from `adapter/` + MiniLM reproduces the committed int8 graph: byte for byte
+/// (so every prediction is the shipped one), or else with the same labels on 1,000 IMDB test
+/// reviews (a build on another CPU may round a few f32 values differently).
 #[test]
 fn rebuilding_from_the_adapter_reproduces_the_shipped_predictions() {
     let (base, imdb) = (minilm(), shared("data/imdb/aclImdb_v1_labeled.tar.gz"));
@@ -101,10 +102,14 @@ fn rebuilding_from_the_adapter_reproduces_the_shipped_predictions() {
     let rebuilt_dir = out.path().join("imdb-minilm");
     rebuild(&base, &rebuilt_dir);
 
-    let shipped = Classifier::load(&shipped_dir, None).expect("shipped model");
-    let rebuilt = Classifier::load(&rebuilt_dir, None).expect("rebuilt model");
     let same_file = digest_file(&shipped_dir.join("model.int8.onnx")).unwrap()
         == digest_file(&rebuilt_dir.join("model.int8.onnx")).unwrap();
+    if same_file {
+        eprintln!("rebuilt model.int8.onnx is the shipped file byte for byte");
+        return;
+    }
+    let shipped = Classifier::load(&shipped_dir, None).expect("shipped model");
+    let rebuilt = Classifier::load(&rebuilt_dir, None).expect("rebuilt model");
     sentimq::engine::set_intra_op_threads(2);
     let reviews = data::take_balanced(
         data::load(&imdb, Split::Test).expect("imdb test split"),
@@ -125,14 +130,7 @@ fn rebuilding_from_the_adapter_reproduces_the_shipped_predictions() {
             max_diff = max_diff.max((x.score - y.score).abs());
         }
     }
-    eprintln!(
-        "rebuilt model.int8.onnx is {} the shipped file; max score difference {max_diff:.2e}",
-        if same_file {
-            "byte for byte"
-        } else {
-            "not byte for byte"
-        }
-    );
+    eprintln!("rebuilt model.int8.onnx differs from the shipped file; max score difference {max_diff:.2e}");
     assert!(
         differ.is_empty(),
         "{} of 1000 labels differ: {differ:?}",

@@ -18,6 +18,7 @@ use tracing::{debug, error, info, warn};
 use super::{AckOrder, Backoff, Connected, Link};
 use crate::daemon::contract::{ErrorCode, Rejection, Replier};
 use crate::daemon::health::Health;
+use crate::daemon::logging::Throttle;
 use crate::daemon::message::{Completion, Inbound, InputAck, Outbound, ResponseRoute};
 use crate::daemon::stats::Stats;
 use crate::daemon::Error;
@@ -68,6 +69,7 @@ struct State {
     has_warned_refusal: bool,
     disconnected_at: Option<Instant>,
     buffer: Vec<u8>,
+    dropped_warning: Throttle,
 }
 
 impl EventLoopTask {
@@ -257,7 +259,14 @@ impl EventLoopTask {
             self.stats.error(ErrorCode::Overloaded);
         } else {
             self.stats.unanswered();
-            warn!(topic = %input.topic, "overloaded: a QoS 0 input was dropped without a reply");
+            if let Some(held_back) = state.dropped_warning.allow(Instant::now()) {
+                warn!(
+                    topic = %input.topic,
+                    held_back,
+                    "overloaded: a QoS 0 input was dropped without a reply (one line per {} s at most; held_back = drops since the last; stats count them all as unanswered)",
+                    Throttle::EVERY.as_secs()
+                );
+            }
         }
     }
 

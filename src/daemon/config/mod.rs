@@ -30,6 +30,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use flags::{Flags, LogFormatFlag};
+#[cfg(any(all(test, feature = "workstation"), feature = "fuzzing"))]
+pub(crate) use load::load_text;
 pub use load::{load, ConfigError, ConfigLayer, Loaded, Override, Sources};
 pub(crate) use server::{ServerAddress, ServerError};
 
@@ -134,7 +136,7 @@ pub struct ModelConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
-    /// Inference threads, each with its own session.
+    /// Inference threads, each with its own session; 0 = one per core.
     pub workers: u64,
     /// Threads per matrix product; 0 = cores / workers.
     pub intra_op_threads: u64,
@@ -247,7 +249,7 @@ impl Default for ModelConfig {
         ModelConfig {
             path: PathBuf::from("models/imdb-minilm"),
             graph: None,
-            plans: 8,
+            plans: 16,
             max_tokens: 0,
             warm_up_tokens: 64,
         }
@@ -257,7 +259,7 @@ impl Default for ModelConfig {
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
-            workers: 1,
+            workers: 0,
             intra_op_threads: 0,
             max_batch: 16,
             max_wait_ms: 5,
@@ -312,11 +314,19 @@ impl Config {
         })
     }
 
+    /// Inference threads after resolving 0 = one per core.
+    pub(crate) fn workers(&self) -> usize {
+        match self.pipeline.workers {
+            0 => available_cores(),
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        }
+    }
+
     /// Intra-op threads after resolving 0 = cores / workers (at least 1).
     pub(crate) fn intra_op_threads(&self) -> usize {
         match self.pipeline.intra_op_threads {
-            0 => (available_cores() / self.pipeline.workers.max(1) as usize).max(1),
-            n => n as usize,
+            0 => (available_cores() / self.workers()).max(1),
+            n => usize::try_from(n).unwrap_or(usize::MAX),
         }
     }
 

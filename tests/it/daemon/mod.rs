@@ -12,6 +12,7 @@ mod emulated;
 mod end_to_end;
 mod faults;
 mod harness;
+mod hostile;
 mod model_options;
 mod shutdown;
 mod tls;
