@@ -35,7 +35,8 @@ pub enum Error {
         /// Columns in the graph output.
         found: usize,
     },
-    /// The text has nothing to classify.
+    /// The text has nothing to classify: empty, blank, or only characters the tokenizer drops
+    /// (control and zero-width characters).
     #[error("the text is empty")]
     EmptyText,
     /// A window was asked for that the model was not built for.
@@ -167,7 +168,12 @@ impl Classifier {
         if text.trim().is_empty() {
             return Err(Error::EmptyText);
         }
-        Ok(self.tokenizer.encode(text)?)
+        let encoded = self.tokenizer.encode(text)?;
+        // `[CLS] [SEP]` alone: nothing but characters the tokenizer drops.
+        if encoded.ids.len() <= 2 {
+            return Err(Error::EmptyText);
+        }
+        Ok(encoded)
     }
 
     /// Classifies already-encoded texts as one batch, reusing the caller's session and buffer.

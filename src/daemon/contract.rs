@@ -29,7 +29,7 @@ pub enum ErrorCode {
     MissingField,
     /// The text field is not a string, or `id` is not a string or number.
     BadField,
-    /// The text is empty or only whitespace.
+    /// The text is empty, only whitespace, or only characters the tokenizer drops.
     Empty,
     /// The payload is larger than `input.max_payload_bytes`.
     TooLong,
