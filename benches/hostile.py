@@ -19,8 +19,8 @@ MiB per 100,000 messages.
   python3 benches/hostile.py --mode soak --messages 1000000
 
 Prints progress lines, then one JSON summary line. A run cannot be resumed: the soak measures
-one process. At ~1,000 messages/s a million take about 17 minutes (hostile) and at ~400 about
-45 (soak); run in the background with the output in a file. Needs mosquitto, paho-mqtt and
+one process. At the 239 messages/s measured on 2 cores (docs/measurements.md) a million take
+about 70 minutes; run in the background with the output in a file. Needs mosquitto, paho-mqtt and
 ../shared's IMDB archive (or --data).
 """
 
