@@ -35,8 +35,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
 
-# onnx + onnxruntime: the interop tests and benches/ort_compare.py; pyarrow: the parquet tests.
-if ! python3 -c "import onnx, onnxruntime, numpy, pyarrow" 2>/dev/null; then
+# onnx + onnxruntime: the interop tests and benches/ort_compare.py; pyarrow: the parquet tests;
+# paho-mqtt: the hostile-input test (benches/hostile.py).
+if ! python3 -c "import onnx, onnxruntime, numpy, pyarrow, paho.mqtt" 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt \
     || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages -r tests/python/requirements.txt
 fi
