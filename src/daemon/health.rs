@@ -3,7 +3,8 @@
 //! `READY=1` is sent once the model is loaded and the broker has acknowledged the
 //! subscriptions; the watchdog is fed only while the event loop shows progress (every poll
 //! returns at least once per keep-alive), never by a free-running timer. Without
-//! `NOTIFY_SOCKET` (not under systemd) the notifications do nothing.
+//! `NOTIFY_SOCKET` (not under systemd) the notifications do nothing. A model reload is framed by
+//! `RELOADING=1` and `READY=1`, so `systemctl reload` returns when it is over.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -45,12 +46,34 @@ impl Health {
         self.started.elapsed().saturating_sub(last)
     }
 
+    /// Whether systemd was told the daemon is ready.
+    pub fn is_ready(&self) -> bool {
+        self.is_ready.load(Ordering::Relaxed)
+    }
+
     /// Subscriptions are acknowledged: tell systemd (once).
     pub fn mark_ready(&self) {
         if !self.is_ready.swap(true, Ordering::Relaxed) {
             notify(&[NotifyState::Ready, NotifyState::Status("classifying")]);
         }
     }
+}
+
+/// Tells systemd a model reload started (`systemctl reload` waits for [`notify_reloaded`]).
+pub fn notify_reloading() {
+    let mut states = vec![
+        NotifyState::Reloading,
+        NotifyState::Status("reloading the model"),
+    ];
+    if let Ok(now) = NotifyState::monotonic_usec_now() {
+        states.push(now);
+    }
+    notify(&states);
+}
+
+/// Tells systemd the reload is over (swapped in or refused) and the daemon classifies again.
+pub fn notify_reloaded() {
+    notify(&[NotifyState::Ready, NotifyState::Status("classifying")]);
 }
 
 /// Tells systemd the daemon is stopping.

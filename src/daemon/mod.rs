@@ -13,6 +13,8 @@
 //!   MQTT tables).
 //! - [`config`], [`validate`](mod@validate): one configuration for `run` and `validate`, layered defaults <
 //!   file < `SENTIMQ_*` environment < flags.
+//! - `model`, `reload`, `self_test`: the served model in a slot the workers read between
+//!   batches; SIGHUP or `<base>/command/reload` loads, checks and swaps in a new one.
 //! - `health`, `stats`, `logging`: systemd readiness and watchdog, `<base>/info`,
 //!   `<base>/stats`, log output.
 //! - `demo` (feature `embedded-broker`): `sentimqd demo`, the daemon plus an in-process broker
@@ -37,6 +39,9 @@ mod error;
 mod health;
 mod logging;
 mod message;
+mod model;
+mod reload;
+mod self_test;
 mod service;
 mod stats;
 mod tls;

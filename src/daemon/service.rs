@@ -12,6 +12,9 @@
 //! event loop ends when the DISCONNECT is out. All within `pipeline.shutdown_timeout_secs`; without
 //! a connection to the broker (none yet, or lost) nothing can be published or acknowledged, so
 //! the daemon exits at once and the broker redelivers what was not acknowledged.
+//!
+//! SIGHUP (and, with `mqtt.reload_command`, a message on `<base>/command/reload`) reloads the
+//! model without a restart: see `reload`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,98 +27,12 @@ use tracing::{info, warn};
 use super::batcher::Batcher;
 use super::broker::{self, Backoff, EventLoopTask, Link, Outbox, Topics};
 use super::config::{Config, Loaded};
-use super::contract::Replier;
 use super::health::{self, Health, Info};
+use super::model::{self, ModelSlot, Served};
+use super::reload::{self, Reloader, Trigger};
 use super::stats::{DuplicateWindow, Stats};
 use super::worker::{WorkerContext, Workers};
 use super::{logging, tls, Error};
-use crate::classifier::Classifier;
-use crate::manifest::{self, ModelManifest};
-
-/// A loaded, verified model and how to name it.
-pub struct LoadedModel {
-    /// The classifier.
-    pub classifier: Classifier,
-    /// The graph file served.
-    pub graph: String,
-    /// `<name>@<first 12 hex of the graph's sha256>`.
-    pub identity: String,
-}
-
-/// Loads `model.path`, checking the graph and tokenizer against the digests in `model.json`.
-pub fn load_model(config: &Config) -> Result<LoadedModel, Error> {
-    let dir = &config.model.path;
-    let model_error = |source: crate::classifier::Error| Error::Model {
-        path: dir.clone(),
-        source,
-    };
-    let manifest = ModelManifest::read(dir).map_err(|e| model_error(e.into()))?;
-    let graph = config
-        .model
-        .graph
-        .clone()
-        .unwrap_or_else(|| manifest.default_graph.clone());
-    let mut identity = format!("{}@unknown", manifest.name);
-    for file in [graph.as_str(), "tokenizer.json"] {
-        let Some(expected) = manifest.files.get(file) else {
-            continue;
-        };
-        let found = manifest::digest_file(&dir.join(file)).map_err(|source| Error::ModelFile {
-            path: dir.clone(),
-            file: file.to_string(),
-            source,
-        })?;
-        if found.sha256 != expected.sha256 {
-            return Err(Error::Corrupt {
-                path: dir.clone(),
-                file: file.to_string(),
-            });
-        }
-        if file == graph {
-            identity = format!("{}@{}", manifest.name, &found.sha256[..12]);
-        }
-    }
-    let options = crate::engine::EngineOptions {
-        plan_cache_size: usize::try_from(config.model.plans).unwrap_or(usize::MAX),
-        ..Default::default()
-    };
-    let mut classifier = Classifier::load_with(dir, Some(&graph), options).map_err(model_error)?;
-    if config.model.max_tokens > 0 {
-        let max_tokens = usize::try_from(config.model.max_tokens).unwrap_or(usize::MAX);
-        classifier = classifier
-            .with_max_tokens(max_tokens)
-            .map_err(model_error)?;
-    }
-    Ok(LoadedModel {
-        classifier,
-        graph,
-        identity,
-    })
-}
-
-/// Builds the plans of the length buckets up to `model.warm_up_tokens` (if not 0), so the
-/// first texts wait for no plan optimization.
-fn warm_up(config: &Config, model: &LoadedModel) -> Result<(), Error> {
-    let tokens = usize::try_from(config.model.warm_up_tokens).unwrap_or(usize::MAX);
-    if tokens == 0 {
-        return Ok(());
-    }
-    let started = std::time::Instant::now();
-    let plans = model
-        .classifier
-        .warm_up(tokens)
-        .map_err(|source| Error::Model {
-            path: config.model.path.clone(),
-            source,
-        })?;
-    info!(
-        plans,
-        up_to_tokens = tokens.min(model.classifier.max_tokens()),
-        ms = started.elapsed().as_millis() as u64,
-        "plans built before going online"
-    );
-    Ok(())
-}
 
 /// Runs the daemon until SIGTERM/SIGINT (then shuts down gracefully) or a fatal error.
 pub fn run(loaded: Loaded) -> Result<(), Error> {
@@ -141,7 +58,17 @@ pub fn run_until(
     for warning in &loaded.warnings {
         warn!("{warning}");
     }
-    let model = load_model(&config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    // Listening from here on: a SIGHUP while the model loads asks for a reload once serving,
+    // instead of killing the process (SIGHUP's default action).
+    let hangups = {
+        let _entered = runtime.enter();
+        hangup_signal()
+    };
+    let model = model::load_model(&config)?;
     let threads = config.intra_op_threads();
     crate::engine::set_intra_op_threads(threads);
     info!(
@@ -152,7 +79,15 @@ pub fn run_until(
         intra_op_threads = threads,
         "model loaded"
     );
-    warm_up(&config, &model)?;
+    model::warm_up(&config, &model)?;
+    match super::self_test::run(&model.classifier) {
+        Ok(passed) => info!(model = %model.identity, "self-test passed: {}", passed.describe()),
+        // There is no other model to serve instead: say so loudly and serve this one.
+        Err(problem) => {
+            warn!(model = %model.identity, "self-test failed, serving the model anyway: {problem}")
+        }
+    }
+    model::return_freed_memory();
     let server = config.server().map_err(|e| {
         Error::Config(super::config::ConfigError::Invalid {
             key: "mqtt.server",
@@ -164,19 +99,16 @@ pub fn run_until(
     } else {
         None
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(Error::Runtime)?;
-    runtime.block_on(serve(config, model, server, tls, stop))
+    runtime.block_on(serve(config, model, server, tls, stop, hangups))
 }
 
 async fn serve(
     config: Config,
-    model: LoadedModel,
+    model: model::LoadedModel,
     server: super::config::ServerAddress,
     tls: Option<Arc<rustls::ClientConfig>>,
     stop: impl std::future::Future<Output = &'static str>,
+    mut hangups: Option<tokio::signal::unix::Signal>,
 ) -> Result<(), Error> {
     let capacity = config.pipeline.queue_capacity as usize;
     let workers = config.workers();
@@ -185,13 +117,13 @@ async fn serve(
     let client_id = config.client_id();
     let stats = Arc::new(Stats::new(&model.classifier.manifest().labels));
     let health = Arc::new(Health::default());
-    let replier = Arc::new(Replier::new(
-        &config.mqtt.base_topic,
-        &model.identity,
-        config.input.echo_text,
-        &filters,
-    ));
-    let info = info_payload(&config, &model, &filters);
+    let served = Served::new(&config, model);
+    // The event loop's `overloaded` replies name no model, so the first replier serves it for good.
+    let replier = served.replier.clone();
+    let info_for = info_builder(&config, &filters);
+    let (info_tx, info) = watch::channel(info_for(&served));
+    let slot = Arc::new(ModelSlot::new(served));
+    let (reload_tx, reload_rx) = mpsc::channel(1);
     let (stopping_tx, stopping) = watch::channel(false);
     let failed = Arc::new(watch::Sender::new(false));
     let (intake_tx, intake_rx) = mpsc::channel(capacity);
@@ -202,10 +134,9 @@ async fn serve(
     let pool = Workers::spawn(
         workers,
         &WorkerContext {
-            classifier: Arc::new(model.classifier),
+            model: slot.clone(),
             batches: batches_rx,
             replies: replies_tx.clone(),
-            replier: replier.clone(),
             input: config.input.clone(),
             stats: stats.clone(),
             failed: failed.clone(),
@@ -214,6 +145,23 @@ async fn serve(
     )?;
     let weak_replies = replies_tx.downgrade();
     drop(replies_tx);
+    let command_topic = config
+        .mqtt
+        .reload_command
+        .then(|| topics.reload_command.clone());
+    tokio::spawn(
+        Reloader {
+            config: config.clone(),
+            slot,
+            requests: reload_rx,
+            info: info_tx,
+            info_for,
+            outbox: weak_replies.clone(),
+            topic: topics.reload.clone(),
+            health: health.clone(),
+        }
+        .run(),
+    );
 
     let options = broker::mqtt_options(&config, &server, &client_id, tls);
     let (client, eventloop) = AsyncClient::new(options, capacity.max(64));
@@ -233,6 +181,8 @@ async fn serve(
             health: health.clone(),
             stopping: stopping.clone(),
             filters: filters.clone(),
+            command_topic: command_topic.clone(),
+            reloads: reload_tx.clone(),
             backoff: Backoff::new(
                 Duration::from_millis(config.mqtt.reconnect_initial_ms),
                 Duration::from_millis(config.mqtt.reconnect_max_ms),
@@ -248,6 +198,7 @@ async fn serve(
             replies: replies_rx,
             topics,
             filters,
+            command_topic,
             info,
             stats: stats.clone(),
             stats_interval: (config.stats.interval_secs > 0)
@@ -273,15 +224,22 @@ async fn serve(
     tokio::spawn(health::watchdog(health.clone(), quiet, stopping.clone()));
 
     let mut failed_rx = failed.subscribe();
-    let outcome = tokio::select! {
-        reason = stop => {
-            info!(reason, "shutting down");
-            Ok(())
+    tokio::pin!(stop);
+    let outcome = loop {
+        tokio::select! {
+            reason = &mut stop => {
+                info!(reason, "shutting down");
+                break Ok(());
+            }
+            Some(()) = hangup(&mut hangups) => reload::request(&reload_tx, Trigger::Signal),
+            _ = failed_rx.wait_for(|f| *f) => break Err(Error::WorkerFailed),
+            result = &mut event_loop => break Err(joined(result).err().unwrap_or_else(|| Error::ClientClosed("the event loop ended".into()))),
+            result = &mut outbox => break Err(joined(result).err().unwrap_or_else(|| Error::ClientClosed("the outbox ended".into()))),
         }
-        _ = failed_rx.wait_for(|f| *f) => Err(Error::WorkerFailed),
-        result = &mut event_loop => Err(joined(result).err().unwrap_or_else(|| Error::ClientClosed("the event loop ended".into()))),
-        result = &mut outbox => Err(joined(result).err().unwrap_or_else(|| Error::ClientClosed("the outbox ended".into()))),
     };
+    // Ends the reloader once the event loop's sender is gone too; a reload in progress is
+    // abandoned with the process.
+    drop(reload_tx);
     stopping_tx.send_replace(true);
     health::notify_stopping();
     if outcome.is_err() {
@@ -335,26 +293,50 @@ fn joined(result: Result<Result<(), Error>, tokio::task::JoinError>) -> Result<(
     result.map_err(|e| Error::Task(e.to_string()))?
 }
 
-fn info_payload(config: &Config, model: &LoadedModel, filters: &[String]) -> bytes::Bytes {
-    let manifest = model.classifier.manifest();
-    Info {
-        version: env!("CARGO_PKG_VERSION"),
-        model: &model.identity,
-        labels: &manifest.labels,
-        graph: &model.graph,
-        quantization: health::quantization_of(&model.graph),
-        max_tokens: model.classifier.max_tokens(),
-        workers: config.workers(),
-        intra_op_threads: config.intra_op_threads(),
-        max_batch: config.pipeline.max_batch as usize,
-        max_wait_ms: config.pipeline.max_wait_ms,
-        inputs: filters,
-        text_field: &config.input.text_field,
-        max_payload_bytes: config.input.max_payload_bytes,
-        echo_text: config.input.echo_text,
-        started_at: super::contract::unix_ms(),
+/// Makes the `<base>/info` payload of a served model (the start time stays the daemon's).
+fn info_builder(config: &Config, filters: &[String]) -> reload::InfoBuilder {
+    let config = config.clone();
+    let filters = filters.to_vec();
+    let started_at = super::contract::unix_ms();
+    Box::new(move |served: &Served| {
+        let classifier = &served.classifier;
+        Info {
+            version: env!("CARGO_PKG_VERSION"),
+            model: &served.identity,
+            labels: &classifier.manifest().labels,
+            graph: &served.graph,
+            quantization: health::quantization_of(&served.graph),
+            max_tokens: classifier.max_tokens(),
+            workers: config.workers(),
+            intra_op_threads: config.intra_op_threads(),
+            max_batch: config.pipeline.max_batch as usize,
+            max_wait_ms: config.pipeline.max_wait_ms,
+            inputs: &filters,
+            text_field: &config.input.text_field,
+            max_payload_bytes: config.input.max_payload_bytes,
+            echo_text: config.input.echo_text,
+            started_at,
+        }
+        .to_bytes()
+    })
+}
+
+/// The SIGHUP stream, or `None` (with a warning) when it cannot be set up.
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::hangup())
+        .inspect_err(|e| {
+            warn!("cannot listen for SIGHUP, so `systemctl reload` will not work: {e}")
+        })
+        .ok()
+}
+
+/// The next SIGHUP; never, without a stream.
+async fn hangup(hangups: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match hangups {
+        Some(stream) => stream.recv().await,
+        None => std::future::pending().await,
     }
-    .to_bytes()
 }
 
 /// Resolves on SIGTERM or SIGINT with the signal's name.

@@ -21,7 +21,6 @@ const LATENCY_WINDOW: usize = 4096;
 /// Daemon-wide counters.
 pub struct Stats {
     started: Instant,
-    labels: Vec<String>,
     received: AtomicU64,
     results: AtomicU64,
     errors: [AtomicU64; ErrorCode::ALL.len()],
@@ -29,7 +28,8 @@ pub struct Stats {
     redelivered: AtomicU64,
     unanswered: AtomicU64,
     publish_refused: AtomicU64,
-    label_counts: Vec<AtomicU64>,
+    /// Results per label name: every model served since start (a reload may change labels).
+    label_counts: Mutex<BTreeMap<String, u64>>,
     latencies_us: Mutex<VecDeque<u64>>,
 }
 
@@ -80,7 +80,6 @@ impl Stats {
     pub fn new(labels: &[String]) -> Self {
         Stats {
             started: Instant::now(),
-            labels: labels.to_vec(),
             received: AtomicU64::new(0),
             results: AtomicU64::new(0),
             errors: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -88,7 +87,7 @@ impl Stats {
             redelivered: AtomicU64::new(0),
             unanswered: AtomicU64::new(0),
             publish_refused: AtomicU64::new(0),
-            label_counts: labels.iter().map(|_| AtomicU64::new(0)).collect(),
+            label_counts: Mutex::new(labels.iter().map(|l| (l.clone(), 0)).collect()),
             latencies_us: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
         }
     }
@@ -106,11 +105,17 @@ impl Stats {
         self.duplicates.fetch_add(1, Relaxed);
     }
 
-    /// A result for label index `label` after `latency`.
-    pub fn result(&self, label: usize, latency: Duration) {
+    /// A result labelled `label` after `latency`.
+    pub fn result(&self, label: &str, latency: Duration) {
         self.results.fetch_add(1, Relaxed);
-        if let Some(count) = self.label_counts.get(label) {
-            count.fetch_add(1, Relaxed);
+        {
+            let mut counts = self.label_counts.lock().expect("stats lock");
+            match counts.get_mut(label) {
+                Some(count) => *count += 1,
+                None => {
+                    counts.insert(label.to_string(), 1);
+                }
+            }
         }
         let mut window = self.latencies_us.lock().expect("stats lock");
         if window.len() == LATENCY_WINDOW {
@@ -158,12 +163,7 @@ impl Stats {
             queue_depth: received.saturating_sub(answered),
             awaiting_ack,
             latency_ms: self.percentiles(),
-            labels: self
-                .labels
-                .iter()
-                .zip(&self.label_counts)
-                .map(|(l, c)| (l.clone(), c.load(Relaxed)))
-                .collect(),
+            labels: self.label_counts.lock().expect("stats lock").clone(),
             ts: super::contract::unix_ms(),
         }
     }
@@ -268,14 +268,14 @@ mod tests {
         let stats = Stats::new(&["neg".into(), "pos".into()]);
         for ms in 1..=100 {
             stats.received(&input("x"));
-            stats.result(1, Duration::from_millis(ms));
+            stats.result("pos", Duration::from_millis(ms));
         }
         stats.received(&input("x"));
         stats.error(ErrorCode::Empty);
         stats.received(&input("x"));
         let s = stats.snapshot(3);
         assert_eq!((s.processed, s.errors, s.queue_depth), (100, 1, 1));
-        assert_eq!(s.labels["pos"], 100);
+        assert_eq!((s.labels["neg"], s.labels["pos"]), (0, 100));
         assert_eq!(s.errors_by_code["empty"], 1);
         assert_eq!((s.latency_ms.p50, s.latency_ms.p95), (51.0, 95.0));
     }

@@ -12,7 +12,7 @@ use rumqttc::v5::{AsyncClient, Event};
 
 use super::broker;
 use super::config::{self, Config, Sources};
-use super::service;
+use super::model;
 use super::tls;
 
 /// What `validate` should do beyond loading.
@@ -148,7 +148,7 @@ pub fn validate(sources: Sources, options: ValidateOptions) -> Report {
     }
     let config = loaded.config;
 
-    match service::load_model(&config) {
+    match model::load_model(&config) {
         Ok(model) => report.model = Some(model.identity),
         Err(
             e @ super::Error::Model {

@@ -4,7 +4,8 @@
 //! owning its tract session and scratch buffers. It takes batches from a bounded MPMC queue
 //! and hands replies to the outbox with `blocking_send`, so a slow broker slows the workers
 //! instead of growing a queue. A panicking worker sets the `failed` flag, which stops the
-//! daemon with an error (its batch stays unacknowledged and is redelivered).
+//! daemon with an error (its batch stays unacknowledged and is redelivered). Before each batch
+//! (and every [`ModelSlot::POLL`] while idle) it moves to a reloaded model, with a new session.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,23 +18,23 @@ use tracing::error;
 use super::config::InputConfig;
 use super::contract::{self, ErrorCode, Rejection, Replier};
 use super::message::{Inbound, Outbound};
+use super::model::{ModelSlot, Served};
 use super::stats::Stats;
 use super::Error;
 use crate::classifier::{self, Classifier};
+use crate::engine::Session;
 use crate::error_text::describe;
 use crate::tokenizer::{Encoded, TokenBatch};
 
 /// What every worker shares.
 #[derive(Clone)]
 pub struct WorkerContext {
-    /// The model.
-    pub classifier: Arc<Classifier>,
+    /// The model served (and the replier naming it); a reload replaces it.
+    pub model: Arc<ModelSlot>,
     /// Batches from the batcher.
     pub batches: flume::Receiver<Vec<Inbound>>,
     /// Replies to the outbox. Full: the worker waits (the outbox is publishing).
     pub replies: mpsc::Sender<Outbound>,
-    /// Builds replies.
-    pub replier: Arc<Replier>,
     /// `[input]`.
     pub input: InputConfig,
     /// Counters.
@@ -95,6 +96,9 @@ struct Accepted {
 
 struct Worker {
     context: WorkerContext,
+    /// The model this thread serves and the slot generation it came from.
+    served: Arc<Served>,
+    generation: u64,
     encoded: Vec<Encoded>,
     accepted: Vec<Accepted>,
     scratch: TokenBatch,
@@ -103,8 +107,11 @@ struct Worker {
 
 impl Worker {
     fn new(context: WorkerContext) -> Self {
+        let (generation, served) = context.model.current();
         Worker {
             context,
+            served,
+            generation,
             encoded: Vec::new(),
             accepted: Vec::new(),
             scratch: TokenBatch::default(),
@@ -112,20 +119,65 @@ impl Worker {
         }
     }
 
-    fn run(mut self) {
-        let mut session = match self.context.classifier.engine().session() {
-            Ok(session) => session,
+    /// A session of the served model; `None`, with the daemon flagged as failed, if none starts.
+    fn session(&self) -> Option<Session> {
+        match self.served.classifier.engine().session() {
+            Ok(session) => Some(session),
             Err(e) => {
-                error!("cannot start an inference session: {}", describe(&e));
+                error!(
+                    model = %self.served.identity,
+                    "cannot start an inference session: {}",
+                    describe(&e)
+                );
                 self.context.failed.send_replace(true);
-                return;
+                None
+            }
+        }
+    }
+
+    /// Moves to a reloaded model if there is one (dropping this thread's hold on the old one);
+    /// `false` when its session cannot start.
+    fn follow_reload(&mut self, session: &mut Session) -> bool {
+        if self.context.model.generation() == self.generation {
+            return true;
+        }
+        let (generation, served) = self.context.model.current();
+        self.generation = generation;
+        self.served = served;
+        match self.session() {
+            Some(new) => {
+                *session = new;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The next batch; `None` once the queue is closed and drained (or a reload failed).
+    fn next_batch(&mut self, session: &mut Session) -> Option<Vec<Inbound>> {
+        self.context.idle.fetch_add(1, Ordering::AcqRel);
+        let received = loop {
+            match self.context.batches.recv_timeout(ModelSlot::POLL) {
+                Ok(batch) => break Some(batch),
+                Err(flume::RecvTimeoutError::Timeout) => {
+                    if !self.follow_reload(session) {
+                        break None;
+                    }
+                }
+                Err(flume::RecvTimeoutError::Disconnected) => break None,
             }
         };
-        loop {
-            self.context.idle.fetch_add(1, Ordering::AcqRel);
-            let received = self.context.batches.recv();
-            self.context.idle.fetch_sub(1, Ordering::AcqRel);
-            let Ok(batch) = received else { break };
+        self.context.idle.fetch_sub(1, Ordering::AcqRel);
+        let batch = received?;
+        // A batch that waited in the queue across a swap runs on the new model.
+        self.follow_reload(session).then_some(batch)
+    }
+
+    fn run(mut self) {
+        let Some(mut session) = self.session() else {
+            return;
+        };
+        while let Some(batch) = self.next_batch(&mut session) {
             self.encoded.clear();
             self.accepted.clear();
             for input in batch {
@@ -144,27 +196,24 @@ impl Worker {
             if self.accepted.is_empty() {
                 continue;
             }
-            let classifier = &self.context.classifier;
-            match classifier.classify_encoded(&mut session, &self.encoded, &mut self.scratch) {
+            let served = self.served.clone();
+            match served
+                .classifier
+                .classify_encoded(&mut session, &self.encoded, &mut self.scratch)
+            {
                 Ok(verdicts) => {
                     let accepted = std::mem::take(&mut self.accepted);
                     for (item, verdict) in accepted.iter().zip(&verdicts) {
-                        let reply = self.context.replier.result(
+                        let reply = served.replier.result(
                             &item.input,
                             item.id.as_ref(),
                             item.text.as_deref().unwrap_or(""),
                             verdict,
                             &mut self.buffer,
                         );
-                        let label = classifier
-                            .manifest()
-                            .labels
-                            .iter()
-                            .position(|l| *l == verdict.label)
-                            .unwrap_or(0);
                         self.context
                             .stats
-                            .result(label, item.input.received.elapsed());
+                            .result(&verdict.label, item.input.received.elapsed());
                         if self.context.replies.blocking_send(reply).is_err() {
                             return;
                         }
@@ -193,15 +242,20 @@ impl Worker {
 
     /// Reads and tokenizes one input (see [`read_input`]).
     fn read(&self, input: &Inbound) -> Result<(Encoded, Option<Value>, Option<String>), Rejection> {
-        let context = &self.context;
-        read_input(&context.replier, &context.input, &context.classifier, input)
+        let served = &self.served;
+        read_input(
+            &served.replier,
+            &self.context.input,
+            &served.classifier,
+            input,
+        )
     }
 
     /// Sends an error reply; `false` when the outbox is gone.
     fn reject(&mut self, input: &Inbound, rejection: &Rejection) -> bool {
         self.context.stats.error(rejection.code);
         let reply = self
-            .context
+            .served
             .replier
             .error(input, rejection, &mut self.buffer);
         self.context.replies.blocking_send(reply).is_ok()

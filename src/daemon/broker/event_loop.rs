@@ -20,6 +20,7 @@ use crate::daemon::contract::{ErrorCode, Rejection, Replier};
 use crate::daemon::health::Health;
 use crate::daemon::logging::Throttle;
 use crate::daemon::message::{Completion, Inbound, InputAck, Outbound, ResponseRoute};
+use crate::daemon::reload::{self, Trigger};
 use crate::daemon::stats::Stats;
 use crate::daemon::Error;
 
@@ -46,8 +47,12 @@ pub struct EventLoopTask {
     pub health: Arc<Health>,
     /// Set on SIGTERM: stop taking inputs (the broker redelivers them to the next session).
     pub stopping: watch::Receiver<bool>,
-    /// The subscribed filters, in SUBSCRIBE order, for SUBACK messages.
+    /// The subscribed input filters, in SUBSCRIBE order, for SUBACK messages.
     pub filters: Vec<String>,
+    /// `<base>/command/reload` when `mqtt.reload_command` is on (subscribed after the inputs).
+    pub command_topic: Option<String>,
+    /// Reload requests from that topic.
+    pub reloads: mpsc::Sender<Trigger>,
     /// Reconnect delays.
     pub backoff: Backoff,
     /// `mqtt.server`, for log lines.
@@ -185,6 +190,14 @@ impl EventLoopTask {
     }
 
     fn receive(&mut self, publish: Publish, state: &mut State) {
+        if self
+            .command_topic
+            .as_ref()
+            .is_some_and(|command| publish.topic == command.as_bytes())
+        {
+            self.command(&publish, state);
+            return;
+        }
         let ack = (publish.qos != QoS::AtMostOnce && state.is_connected).then_some(InputAck {
             epoch: state.epoch,
             pkid: publish.pkid,
@@ -232,6 +245,25 @@ impl EventLoopTask {
                 self.overloaded(&input, state);
             }
             Err(mpsc::error::TrySendError::Closed(input)) => self.leave(&input),
+        }
+    }
+
+    /// A message on the reload command topic: asks for a reload. It is subscribed at QoS 0;
+    /// should the broker send one at QoS 1 anyway, it is acknowledged in turn like an input.
+    fn command(&mut self, publish: &Publish, state: &mut State) {
+        if publish.qos != QoS::AtMostOnce && state.is_connected {
+            let epoch = state.epoch;
+            let acks = &mut state.acks;
+            state.ack_order.received(publish.pkid);
+            state.ack_order.completed(publish.pkid, |pkid| {
+                acks.push_back(InputAck { epoch, pkid });
+            });
+            self.link
+                .ack_backlog
+                .store(state.acks.len(), Ordering::Relaxed);
+        }
+        if !*self.stopping.borrow() {
+            reload::request(&self.reloads, Trigger::Command);
         }
     }
 
@@ -336,6 +368,14 @@ impl EventLoopTask {
     }
 
     fn subscribed(&mut self, suback: &SubAck, state: &mut State) -> Result<(), Error> {
+        if let (Some(command), Some(code)) = (
+            &self.command_topic,
+            suback.return_codes.get(self.filters.len()),
+        ) {
+            if !matches!(code, SubscribeReasonCode::Success(_)) {
+                warn!(topic = %command, reason = ?code, "the broker refused the subscription to the reload command topic; reload with SIGHUP instead (check the broker's access rules)");
+            }
+        }
         let mut refused = None;
         for (filter, code) in self.filters.iter().zip(&suback.return_codes) {
             match code {

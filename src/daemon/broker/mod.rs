@@ -40,6 +40,10 @@ pub struct Topics {
     pub info: String,
     /// `<base>/stats`: periodic counters.
     pub stats: String,
+    /// `<base>/reload`: the outcome of each model reload.
+    pub reload: String,
+    /// `<base>/command/reload`: a message there asks for a reload (`mqtt.reload_command`).
+    pub reload_command: String,
 }
 
 impl Topics {
@@ -49,6 +53,8 @@ impl Topics {
             status: format!("{base}/status"),
             info: format!("{base}/info"),
             stats: format!("{base}/stats"),
+            reload: format!("{base}/reload"),
+            reload_command: format!("{base}/command/reload"),
         }
     }
 }

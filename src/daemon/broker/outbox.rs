@@ -1,4 +1,5 @@
-//! The task that publishes: replies, status, info and stats; (re)subscribes on every CONNACK.
+//! The task that publishes: replies (and reload outcomes), status, info and stats; (re)subscribes
+//! on every CONNACK.
 //!
 //! It is the only task that awaits client requests. Each QoS 1 publish is registered in the
 //! [`Ledger`](super::Ledger) just before it enters the client's request queue, so the event
@@ -11,7 +12,7 @@ use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{Filter, PublishProperties, RetainForwardRule};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, ClientError};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 
 use super::{Link, Topics};
@@ -32,8 +33,10 @@ pub struct Outbox {
     pub topics: Topics,
     /// Input filters to subscribe to.
     pub filters: Vec<String>,
-    /// The retained `<base>/info` payload.
-    pub info: Bytes,
+    /// `<base>/command/reload`, subscribed at QoS 0 after the inputs, when enabled.
+    pub command_topic: Option<String>,
+    /// The retained `<base>/info` payload; republished when a reload changes it.
+    pub info: watch::Receiver<Bytes>,
     /// Counters for `<base>/stats`.
     pub stats: Arc<Stats>,
     /// Period of `<base>/stats`, if any.
@@ -69,6 +72,13 @@ impl Outbox {
                     Some(reply) => self.publish(reply).await?,
                     None => break,
                 },
+                Ok(()) = self.info.changed() => {
+                    // Seen now either way; without a connection the next `announce` sends it.
+                    let info = self.info.borrow_and_update().clone();
+                    if connection.borrow().is_some() {
+                        self.publish_retained(self.topics.info.clone(), info).await?;
+                    }
+                }
                 _ = tick(&mut ticker) => self.publish_stats().await?,
             }
         }
@@ -81,9 +91,10 @@ impl Outbox {
         Ok(())
     }
 
-    /// On every connection: subscribe to the inputs, publish `online` and the info message.
+    /// On every connection: subscribe to the inputs (and the reload command), publish `online`
+    /// and the info message.
     async fn announce(&mut self) -> Result<(), Error> {
-        let filters = self.filters.iter().map(|path| Filter {
+        let inputs = self.filters.iter().map(|path| Filter {
             path: path.clone(),
             qos: QoS::AtLeastOnce,
             // MQTT v5 forbids No Local on shared subscriptions.
@@ -92,14 +103,23 @@ impl Outbox {
             // A resumed session keeps its subscriptions: do not replay retained inputs.
             retain_forward_rule: RetainForwardRule::OnNewSubscribe,
         });
+        // QoS 0: a command needs no acknowledgement, and a lost one is simply sent again. Never
+        // a retained one: that would reload on every connection.
+        let command = self.command_topic.iter().map(|path| Filter {
+            path: path.clone(),
+            qos: QoS::AtMostOnce,
+            nolocal: true,
+            preserve_retain: false,
+            retain_forward_rule: RetainForwardRule::Never,
+        });
         self.client
-            .subscribe_many(filters)
+            .subscribe_many(inputs.chain(command))
             .await
             .map_err(client_error)?;
         self.publish_retained(self.topics.status.clone(), Bytes::from_static(b"online"))
             .await?;
-        self.publish_retained(self.topics.info.clone(), self.info.clone())
-            .await
+        let info = self.info.borrow_and_update().clone();
+        self.publish_retained(self.topics.info.clone(), info).await
     }
 
     async fn publish(&mut self, reply: Outbound) -> Result<(), Error> {

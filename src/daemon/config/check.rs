@@ -68,6 +68,8 @@ pub(super) fn check(config: &Config, warnings: &mut Vec<String>) -> Result<(), C
         format!("{base}/status"),
         format!("{base}/info"),
         format!("{base}/stats"),
+        format!("{base}/reload"),
+        format!("{base}/command/reload"),
     ];
     for (i, filter) in filters.iter().enumerate() {
         topic::validate_filter(filter).map_err(|e| ConfigError::Invalid {

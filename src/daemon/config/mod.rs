@@ -87,6 +87,8 @@ pub struct MqttConfig {
     pub reconnect_initial_ms: u64,
     /// Longest reconnect delay.
     pub reconnect_max_ms: u64,
+    /// Subscribe to `<base_topic>/command/reload` (QoS 0): a message there reloads the model.
+    pub reload_command: bool,
     /// TLS files, used with `mqtts://`.
     pub tls: TlsConfig,
 }
@@ -130,6 +132,8 @@ pub struct ModelConfig {
     /// Plans for every length bucket up to this many tokens are built before going online;
     /// 0 = built on first use.
     pub warm_up_tokens: u64,
+    /// A reload may swap in a model whose labels differ from the served one's.
+    pub allow_label_change: bool,
 }
 
 /// `[pipeline]`: batching, threads, queues and shutdown.
@@ -229,6 +233,7 @@ impl Default for MqttConfig {
             connect_timeout_secs: 10,
             reconnect_initial_ms: 250,
             reconnect_max_ms: 30_000,
+            reload_command: false,
             tls: TlsConfig::default(),
         }
     }
@@ -252,6 +257,7 @@ impl Default for ModelConfig {
             plans: 16,
             max_tokens: 0,
             warm_up_tokens: 64,
+            allow_label_change: false,
         }
     }
 }

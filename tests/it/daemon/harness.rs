@@ -356,6 +356,16 @@ impl Daemon {
         )
     }
 
+    /// Sends the signal `name` (`HUP`, …) with `kill`.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("daemon running").id();
+        let sent = Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .expect("running kill");
+        assert!(sent.success(), "kill -{name} {pid} failed");
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child

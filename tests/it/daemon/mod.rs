@@ -1,5 +1,5 @@
 //! `sentimqd` against a real mosquitto: the MQTT contract end to end, bad input, broker and
-//! daemon crashes, TLS; plus `sentimqd validate`, `sentimqd demo` and the README's tables.
+//! daemon crashes, TLS, model reload; plus `sentimqd validate`, `sentimqd demo` and the README's tables.
 
 mod bad_input;
 mod burst;
@@ -14,6 +14,7 @@ mod faults;
 mod harness;
 mod hostile;
 mod model_options;
+mod reload;
 mod shutdown;
 mod tls;
 mod validate;

@@ -1,0 +1,206 @@
+//! The model the daemon serves: loading `model.path` with its digests checked, warm-up, and the
+//! slot the inference threads read it from, which a reload swaps between batches.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tracing::info;
+
+use super::config::Config;
+use super::contract::Replier;
+use super::Error;
+use crate::classifier::Classifier;
+use crate::manifest::{self, ModelManifest};
+
+/// A loaded, verified model and how to name it.
+pub struct LoadedModel {
+    /// The classifier.
+    pub classifier: Classifier,
+    /// The graph file served.
+    pub graph: String,
+    /// `<name>@<first 12 hex of the graph's sha256>`.
+    pub identity: String,
+}
+
+/// Loads `model.path`. Every file `model.json` lists that is present in the directory must match
+/// its sha256 (the graph served and `tokenizer.json` must be present, or loading fails).
+pub fn load_model(config: &Config) -> Result<LoadedModel, Error> {
+    let dir = &config.model.path;
+    let model_error = |source: crate::classifier::Error| Error::Model {
+        path: dir.clone(),
+        source,
+    };
+    let manifest = ModelManifest::read(dir).map_err(|e| model_error(e.into()))?;
+    let graph = config
+        .model
+        .graph
+        .clone()
+        .unwrap_or_else(|| manifest.default_graph.clone());
+    let identity = check_digests(dir, &manifest, &graph)?;
+    let options = crate::engine::EngineOptions {
+        plan_cache_size: usize::try_from(config.model.plans).unwrap_or(usize::MAX),
+        ..Default::default()
+    };
+    let mut classifier = Classifier::load_with(dir, Some(&graph), options).map_err(model_error)?;
+    if config.model.max_tokens > 0 {
+        let max_tokens = usize::try_from(config.model.max_tokens).unwrap_or(usize::MAX);
+        classifier = classifier
+            .with_max_tokens(max_tokens)
+            .map_err(model_error)?;
+    }
+    Ok(LoadedModel {
+        classifier,
+        graph,
+        identity: identity.unwrap_or_else(|| format!("{}@unknown", manifest.name)),
+    })
+}
+
+/// Checks the digest of every listed file present in `dir` (the graph and the tokenizer always:
+/// a missing one is an error here rather than a vaguer one from the loader); returns the
+/// identity when the graph has a digest.
+fn check_digests(
+    dir: &Path,
+    manifest: &ModelManifest,
+    graph: &str,
+) -> Result<Option<String>, Error> {
+    let mut identity = None;
+    for (file, expected) in &manifest.files {
+        let path = dir.join(file);
+        let is_required = file == graph || file == "tokenizer.json";
+        // Only plain names inside the directory; `model.json` is outside input.
+        let is_plain = Path::new(file).file_name().and_then(|n| n.to_str()) == Some(file.as_str());
+        if !is_plain || (!is_required && !path.exists()) {
+            continue;
+        }
+        let found = manifest::digest_file(&path).map_err(|source| Error::ModelFile {
+            path: dir.to_path_buf(),
+            file: file.clone(),
+            source,
+        })?;
+        if found.sha256 != expected.sha256 {
+            return Err(Error::Corrupt {
+                path: dir.to_path_buf(),
+                file: file.clone(),
+            });
+        }
+        if file == graph {
+            identity = Some(format!("{}@{}", manifest.name, &found.sha256[..12]));
+        }
+    }
+    Ok(identity)
+}
+
+/// Builds the plans of the length buckets up to `model.warm_up_tokens` (if not 0), so the
+/// first texts wait for no plan optimization.
+pub fn warm_up(config: &Config, model: &LoadedModel) -> Result<(), Error> {
+    let tokens = usize::try_from(config.model.warm_up_tokens).unwrap_or(usize::MAX);
+    if tokens == 0 {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let plans = model
+        .classifier
+        .warm_up(tokens)
+        .map_err(|source| Error::Model {
+            path: config.model.path.clone(),
+            source,
+        })?;
+    info!(
+        plans,
+        up_to_tokens = tokens.min(model.classifier.max_tokens()),
+        ms = started.elapsed().as_millis() as u64,
+        "plans built before going online"
+    );
+    Ok(())
+}
+
+/// Hands memory the allocator holds free back to the kernel. Loading and optimizing a model
+/// frees much more than it keeps, and after a reload the old model's pages are free too, but
+/// glibc returns only the top of each heap by itself; `malloc_trim` releases every free page.
+/// A no-op on other C libraries.
+pub fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers; it walks glibc's own heaps under their locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The model being served and the reply builder that names it.
+pub struct Served {
+    /// The classifier.
+    pub classifier: Arc<Classifier>,
+    /// `<name>@<sha12>`.
+    pub identity: String,
+    /// The graph file.
+    pub graph: String,
+    /// Builds results naming `identity`, and error replies.
+    pub replier: Arc<Replier>,
+}
+
+impl Served {
+    /// Serves `model`, with replies built as `config` says.
+    pub fn new(config: &Config, model: LoadedModel) -> Self {
+        let replier = Replier::new(
+            &config.mqtt.base_topic,
+            &model.identity,
+            config.input.echo_text,
+            &config.input_filters(),
+        );
+        Served {
+            classifier: Arc::new(model.classifier),
+            identity: model.identity,
+            graph: model.graph,
+            replier: Arc::new(replier),
+        }
+    }
+}
+
+/// Where the inference threads find the model: a reload replaces it, and each thread moves to
+/// the new one before its next batch (or within [`ModelSlot::POLL`] when idle), so a batch
+/// already taken finishes on the model it started with.
+pub struct ModelSlot {
+    served: Mutex<Arc<Served>>,
+    generation: AtomicU64,
+}
+
+impl ModelSlot {
+    /// How often an idle inference thread looks for a new model, so the old one is freed
+    /// without waiting for traffic.
+    pub const POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+    /// A slot holding `served`.
+    pub fn new(served: Served) -> Self {
+        ModelSlot {
+            served: Mutex::new(Arc::new(served)),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Arc<Served>> {
+        // A panic while holding the lock cannot leave the Arc half-written.
+        self.served
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The model served now and its generation (incremented by every swap).
+    pub fn current(&self) -> (u64, Arc<Served>) {
+        let served = self.lock();
+        (self.generation.load(Ordering::Acquire), served.clone())
+    }
+
+    /// The generation served now: cheap, for the threads' check between batches.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Serves `served` from now on; returns the model it replaces.
+    pub fn replace(&self, served: Served) -> Arc<Served> {
+        let mut current = self.lock();
+        let old = std::mem::replace(&mut *current, Arc::new(served));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        old
+    }
+}
