@@ -46,6 +46,8 @@ root=$work/root
 dpkg-deb -x "$deb" "$root"
 # systemd-analyze verify --root resolves the unit's dependencies inside the root.
 cp -a /lib/systemd/system/*.target "$root/usr/lib/systemd/system/"
+# ExecReload's /bin/kill comes from procps, a dependency of the package.
+mkdir -p "$root/bin" && cp /bin/kill "$root/bin/"
 systemd-analyze verify --root="$root" sentimqd.service
 echo "systemd-analyze verify: ok"
 SENTIMQ_MODEL_PATH="$root/usr/share/sentimq/models/imdb-minilm" \

@@ -4,7 +4,8 @@
 //! subscriptions; the watchdog is fed only while the event loop shows progress (every poll
 //! returns at least once per keep-alive), never by a free-running timer. Without
 //! `NOTIFY_SOCKET` (not under systemd) the notifications do nothing. A model reload is framed by
-//! `RELOADING=1` and `READY=1`, so `systemctl reload` returns when it is over.
+//! `RELOADING=1` and `READY=1` (`systemctl status` shows it; `systemctl reload` returns once the
+//! signal is sent).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -59,7 +60,7 @@ impl Health {
     }
 }
 
-/// Tells systemd a model reload started (`systemctl reload` waits for [`notify_reloaded`]).
+/// Tells systemd a model reload started (until [`notify_reloaded`]).
 pub fn notify_reloading() {
     let mut states = vec![
         NotifyState::Reloading,

@@ -52,8 +52,12 @@ pub fn request(requests: &mpsc::Sender<Trigger>, trigger: Trigger) {
                 "model reload requested; one is already pending"
             )
         }
-        // The reloader ended: the daemon is shutting down.
-        Err(mpsc::error::TrySendError::Closed(_)) => {}
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            warn!(
+                trigger = trigger.name(),
+                "model reload requested, but the reloader has stopped (shutting down)"
+            )
+        }
     }
 }
 
@@ -78,6 +82,8 @@ pub struct Reloader {
     pub topic: String,
     /// Readiness, for systemd's reload notifications.
     pub health: Arc<Health>,
+    /// Set when shutdown starts: no reload starts or swaps in after it.
+    pub stopping: watch::Receiver<bool>,
 }
 
 /// The `<base>/reload` payload.
@@ -98,15 +104,23 @@ struct Outcome<'a> {
 }
 
 impl Reloader {
-    /// Runs until the request channel closes (shutdown).
+    /// Runs until shutdown starts (or the request channel closes).
     pub async fn run(mut self) {
-        while let Some(trigger) = self.requests.recv().await {
+        loop {
+            let trigger = tokio::select! {
+                biased;
+                _ = self.stopping.wait_for(|s| *s) => break,
+                trigger = self.requests.recv() => match trigger {
+                    Some(trigger) => trigger,
+                    None => break,
+                },
+            };
             let is_ready = self.health.is_ready();
             if is_ready {
                 health::notify_reloading();
             }
             self.reload(trigger).await;
-            if is_ready {
+            if is_ready && !*self.stopping.borrow() {
                 health::notify_reloaded();
             }
         }
@@ -123,12 +137,15 @@ impl Reloader {
             .spawn(move || {
                 let _ = done.send(prepare(&config, &labels));
             });
-        let result = match spawned {
+        let mut result = match spawned {
             Ok(_) => prepared
                 .await
                 .unwrap_or_else(|_| Err("the reload thread panicked".into())),
             Err(e) => Err(format!("cannot start the reload thread: {e}")),
         };
+        if *self.stopping.borrow() && result.is_ok() {
+            result = Err("the daemon is shutting down".into());
+        }
         let ms = started.elapsed().as_millis() as u64;
         let payload = match result {
             Ok((loaded, passed)) => {
@@ -156,7 +173,7 @@ impl Reloader {
                 let payload = to_bytes(&outcome);
                 drop(current);
                 let old = self.slot.replace(served);
-                release(old).await;
+                tokio::spawn(release(old));
                 payload
             }
             Err(problem) => {
@@ -165,6 +182,8 @@ impl Reloader {
                     model = %current.identity,
                     "model reload refused, still serving the old model: {problem}"
                 );
+                // A refusal after loading freed a whole model.
+                tokio::task::spawn_blocking(model::return_freed_memory);
                 to_bytes(&Outcome {
                     ok: false,
                     trigger: trigger.name(),
@@ -177,30 +196,35 @@ impl Reloader {
                 })
             }
         };
+        // Not awaited here: with the broker away the reply queue can stay full for long, and
+        // systemd's READY=1 must not wait for it.
         if let Some(outbox) = self.outbox.upgrade() {
-            let _ = outbox
-                .send(Outbound {
-                    topic: self.topic.clone(),
-                    payload,
-                    correlation: None,
-                    completion: Completion::Nothing,
-                })
-                .await;
+            let outcome = Outbound {
+                topic: self.topic.clone(),
+                payload,
+                correlation: None,
+                completion: Completion::Nothing,
+            };
+            tokio::spawn(async move {
+                let _ = outbox.send(outcome).await;
+            });
         }
     }
 }
 
-/// Waits (a while) for the inference threads to let go of the replaced model, drops it and
-/// hands its memory back to the kernel. A thread busy with a long batch may hold it longer;
-/// then it is freed when that thread moves on, without the trim.
+/// Waits (a while) for the inference threads to let go of the replaced model, then drops it
+/// and hands its memory back to the kernel, off the runtime's thread. A thread busy with a
+/// long batch may hold it longer; then it is freed when that thread moves on, without the trim.
 async fn release(old: Arc<Served>) {
     let deadline = Instant::now() + RELEASE_WAIT;
     while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
         tokio::time::sleep(ModelSlot::POLL / 5).await;
     }
     if Arc::strong_count(&old) == 1 {
-        drop(old);
-        model::return_freed_memory();
+        tokio::task::spawn_blocking(move || {
+            drop(old);
+            model::return_freed_memory();
+        });
     }
 }
 
@@ -219,13 +243,21 @@ fn prepare(
     config: &Config,
     served_labels: &[String],
 ) -> Result<(model::LoadedModel, self_test::Passed), String> {
-    let loaded = model::load_model(config).map_err(|e| describe(&e))?;
-    let labels = &loaded.classifier.manifest().labels;
+    // The labels first: refusing them needs only model.json.
+    let manifest = crate::manifest::ModelManifest::read(&config.model.path).map_err(|e| {
+        format!(
+            "model.path {}: {}",
+            config.model.path.display(),
+            describe(&e)
+        )
+    })?;
+    let labels = &manifest.labels;
     if labels != served_labels && !config.model.allow_label_change {
         return Err(format!(
             "its labels {labels:?} differ from the served model's {served_labels:?}, and consumers parse labels; set model.allow_label_change = true to accept it"
         ));
     }
+    let loaded = model::load_model(config).map_err(|e| describe(&e))?;
     model::warm_up(config, &loaded).map_err(|e| describe(&e))?;
     let passed =
         self_test::run(&loaded.classifier).map_err(|e| format!("self-test failed: {e}"))?;

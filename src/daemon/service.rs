@@ -159,6 +159,7 @@ async fn serve(
             outbox: weak_replies.clone(),
             topic: topics.reload.clone(),
             health: health.clone(),
+            stopping: stopping.clone(),
         }
         .run(),
     );
@@ -181,7 +182,8 @@ async fn serve(
             health: health.clone(),
             stopping: stopping.clone(),
             filters: filters.clone(),
-            command_topic: command_topic.clone(),
+            command_topic: topics.reload_command.clone(),
+            reload_command: config.mqtt.reload_command,
             reloads: reload_tx.clone(),
             backoff: Backoff::new(
                 Duration::from_millis(config.mqtt.reconnect_initial_ms),

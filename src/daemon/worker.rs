@@ -119,13 +119,13 @@ impl Worker {
         }
     }
 
-    /// A session of the served model; `None`, with the daemon flagged as failed, if none starts.
-    fn session(&self) -> Option<Session> {
-        match self.served.classifier.engine().session() {
+    /// A session of `served`; `None`, with the daemon flagged as failed, if none starts.
+    fn session(&self, served: &Served) -> Option<Session> {
+        match served.classifier.engine().session() {
             Ok(session) => Some(session),
             Err(e) => {
                 error!(
-                    model = %self.served.identity,
+                    model = %served.identity,
                     "cannot start an inference session: {}",
                     describe(&e)
                 );
@@ -135,22 +135,21 @@ impl Worker {
         }
     }
 
-    /// Moves to a reloaded model if there is one (dropping this thread's hold on the old one);
-    /// `false` when its session cannot start.
+    /// Moves to a reloaded model if there is one, dropping the old session (which holds the
+    /// old engine) before the old model, so the model is free once its count drops; `false`
+    /// when the new session cannot start.
     fn follow_reload(&mut self, session: &mut Session) -> bool {
         if self.context.model.generation() == self.generation {
             return true;
         }
         let (generation, served) = self.context.model.current();
-        self.generation = generation;
+        let Some(new) = self.session(&served) else {
+            return false;
+        };
+        *session = new;
         self.served = served;
-        match self.session() {
-            Some(new) => {
-                *session = new;
-                true
-            }
-            None => false,
-        }
+        self.generation = generation;
+        true
     }
 
     /// The next batch; `None` once the queue is closed and drained (or a reload failed).
@@ -174,7 +173,7 @@ impl Worker {
     }
 
     fn run(mut self) {
-        let Some(mut session) = self.session() else {
+        let Some(mut session) = self.session(&self.served) else {
             return;
         };
         while let Some(batch) = self.next_batch(&mut session) {

@@ -49,8 +49,12 @@ pub struct EventLoopTask {
     pub stopping: watch::Receiver<bool>,
     /// The subscribed input filters, in SUBSCRIBE order, for SUBACK messages.
     pub filters: Vec<String>,
-    /// `<base>/command/reload` when `mqtt.reload_command` is on (subscribed after the inputs).
-    pub command_topic: Option<String>,
+    /// `<base>/command/reload`: never an input. Subscribed after the inputs when
+    /// `mqtt.reload_command` is on; a persistent session may still hold the subscription after
+    /// it was turned off, so its messages are recognised either way.
+    pub command_topic: String,
+    /// `mqtt.reload_command`.
+    pub reload_command: bool,
     /// Reload requests from that topic.
     pub reloads: mpsc::Sender<Trigger>,
     /// Reconnect delays.
@@ -190,11 +194,7 @@ impl EventLoopTask {
     }
 
     fn receive(&mut self, publish: Publish, state: &mut State) {
-        if self
-            .command_topic
-            .as_ref()
-            .is_some_and(|command| publish.topic == command.as_bytes())
-        {
+        if publish.topic == self.command_topic.as_bytes() {
             self.command(&publish, state);
             return;
         }
@@ -262,7 +262,9 @@ impl EventLoopTask {
                 .ack_backlog
                 .store(state.acks.len(), Ordering::Relaxed);
         }
-        if !*self.stopping.borrow() {
+        if !self.reload_command {
+            debug!("a message on the reload command topic, which mqtt.reload_command turns off: ignored");
+        } else if !*self.stopping.borrow() {
             reload::request(&self.reloads, Trigger::Command);
         }
     }
@@ -368,12 +370,12 @@ impl EventLoopTask {
     }
 
     fn subscribed(&mut self, suback: &SubAck, state: &mut State) -> Result<(), Error> {
-        if let (Some(command), Some(code)) = (
-            &self.command_topic,
+        if let (true, Some(code)) = (
+            self.reload_command,
             suback.return_codes.get(self.filters.len()),
         ) {
             if !matches!(code, SubscribeReasonCode::Success(_)) {
-                warn!(topic = %command, reason = ?code, "the broker refused the subscription to the reload command topic; reload with SIGHUP instead (check the broker's access rules)");
+                warn!(topic = %self.command_topic, reason = ?code, "the broker refused the subscription to the reload command topic; reload with SIGHUP instead (check the broker's access rules)");
             }
         }
         let mut refused = None;

@@ -113,10 +113,6 @@ fn reload_under_load_answers_every_input_once_and_later_inputs_name_the_new_mode
     assert_eq!(outcome["previous"], old.as_str());
     let new = outcome["model"].as_str().expect("model").to_string();
     assert_ne!(new, old, "the f32 graph has another digest");
-    assert!(
-        results(&collector.received()) < INPUTS,
-        "the load was over before the reload: raise INPUTS"
-    );
 
     // Inputs sent after the outcome are classified by the new model.
     for i in INPUTS..INPUTS + 20 {
@@ -158,7 +154,14 @@ fn reload_under_load_answers_every_input_once_and_later_inputs_name_the_new_mode
         INPUTS + 20,
         "results name only the two models"
     );
-    assert!(on_old >= 50 && on_new >= 20, "old {on_old}, new {on_new}");
+    let burst_on_new = by_id
+        .range(..INPUTS as u64)
+        .filter(|(_, m)| m[0] == new)
+        .count();
+    assert!(
+        on_old >= 50 && burst_on_new > 0,
+        "old {on_old}, new {on_new} ({burst_on_new} of the burst): the reload must land mid-burst (raise INPUTS if the burst was over first)"
+    );
     for id in INPUTS as u64..INPUTS as u64 + 20 {
         assert_eq!(by_id[&id][0], new, "input {id} was sent after the reload");
     }
