@@ -148,6 +148,25 @@ impl Classifier {
         Ok(self.engine.warm_up(max_tokens.min(self.max_tokens()))?)
     }
 
+    /// Drops the engine's parsed model once every length bucket up to
+    /// [`Classifier::max_tokens`] has its plan ([`Engine::release_parsed_model`]); returns
+    /// whether it did.
+    pub fn release_parsed_model(&self) -> bool {
+        self.engine.release_parsed_model(self.max_tokens())
+    }
+
+    /// [`Classifier::warm_up`] that asks `keep_going` before each plan it has to build
+    /// ([`Engine::warm_up_while`]).
+    pub fn warm_up_while(
+        &self,
+        max_tokens: usize,
+        keep_going: impl FnMut() -> bool,
+    ) -> Result<usize, Error> {
+        Ok(self
+            .engine
+            .warm_up_while(max_tokens.min(self.max_tokens()), keep_going)?)
+    }
+
     /// The model's manifest.
     pub fn manifest(&self) -> &ModelManifest {
         &self.manifest

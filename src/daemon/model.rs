@@ -5,7 +5,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tracing::info;
+use tokio::sync::watch;
+use tracing::{info, warn};
 
 use super::config::Config;
 use super::contract::Replier;
@@ -92,7 +93,8 @@ fn check_digests(
 }
 
 /// Builds the plans of the length buckets up to `model.warm_up_tokens` (if not 0), so the
-/// first texts wait for no plan optimization.
+/// first texts wait for no plan optimization. If that is every bucket of the window, the parsed
+/// model is released (every plan the daemon needs exists).
 pub fn warm_up(config: &Config, model: &LoadedModel) -> Result<(), Error> {
     let tokens = usize::try_from(config.model.warm_up_tokens).unwrap_or(usize::MAX);
     if tokens == 0 {
@@ -110,9 +112,69 @@ pub fn warm_up(config: &Config, model: &LoadedModel) -> Result<(), Error> {
         plans,
         up_to_tokens = tokens.min(model.classifier.max_tokens()),
         ms = started.elapsed().as_millis() as u64,
+        parsed_model_released = model.classifier.release_parsed_model(),
         "plans built before going online"
     );
     Ok(())
+}
+
+/// With `model.warm_up_background`, builds on a low-priority thread of its own the plans of the
+/// length buckets past `model.warm_up_tokens`, up to the window (at most `model.plans`),
+/// shortest first, so long texts find their plan built too without delaying `online`. A text
+/// whose plan this thread is building waits for it rather than building it twice. It stops
+/// when a reload replaces the model or shutdown starts. Done, it releases the parsed model (every
+/// plan the daemon needs exists) and hands the memory freed back to the kernel.
+pub fn warm_up_in_background(
+    config: &Config,
+    slot: &Arc<ModelSlot>,
+    stopping: &watch::Receiver<bool>,
+) {
+    let (generation, served) = slot.current();
+    let window = served.classifier.max_tokens();
+    let before_online = usize::try_from(config.model.warm_up_tokens).unwrap_or(usize::MAX);
+    if !config.model.warm_up_background || before_online >= window {
+        return;
+    }
+    let slot = Arc::clone(slot);
+    let stopping = stopping.clone();
+    let path = config.model.path.clone();
+    let spawned = std::thread::Builder::new()
+        .name("sentimq-plans".into())
+        .spawn(move || {
+            lower_this_threads_priority();
+            let started = std::time::Instant::now();
+            let current = || slot.generation() == generation && !*stopping.borrow();
+            match served.classifier.warm_up_while(window, current) {
+                Ok(plans) if current() => info!(
+                    plans,
+                    up_to_tokens = window,
+                    ms = started.elapsed().as_millis() as u64,
+                    parsed_model_released = served.classifier.release_parsed_model(),
+                    "plans built in the background"
+                ),
+                Ok(_) => {}
+                Err(e) => warn!(
+                    path = %path.display(),
+                    "building plans in the background failed; they are built on first use: {}",
+                    crate::error_text::describe(&e)
+                ),
+            }
+            drop(served);
+            return_freed_memory();
+        });
+    if let Err(e) = spawned {
+        warn!("cannot start the thread that builds plans in the background; they are built on first use: {e}");
+    }
+}
+
+/// Runs the calling thread at the lowest CPU priority, so work on it never delays answers.
+fn lower_this_threads_priority() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: setpriority takes no pointers; on Linux, PRIO_PROCESS with id 0 names the
+    // calling thread (a thread's nice value is its own).
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+    }
 }
 
 /// Hands memory the allocator holds free back to the kernel. Loading and optimizing a model

@@ -174,6 +174,7 @@ impl Reloader {
                 drop(current);
                 let old = self.slot.replace(served);
                 tokio::spawn(release(old));
+                model::warm_up_in_background(&self.config, &self.slot, &self.stopping);
                 payload
             }
             Err(problem) => {

@@ -143,6 +143,7 @@ async fn serve(
             idle: idle_workers.clone(),
         },
     )?;
+    model::warm_up_in_background(&config, &slot, &stopping);
     let weak_replies = replies_tx.downgrade();
     drop(replies_tx);
     let command_topic = config

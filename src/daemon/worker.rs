@@ -6,6 +6,8 @@
 //! instead of growing a queue. A panicking worker sets the `failed` flag, which stops the
 //! daemon with an error (its batch stays unacknowledged and is redelivered). Before each batch
 //! (and every [`ModelSlot::POLL`] while idle) it moves to a reloaded model, with a new session.
+//! A thread idle for one poll interval after work hands the memory freed since back to the
+//! kernel (glibc keeps freed activations in its heaps otherwise).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use tracing::error;
 use super::config::InputConfig;
 use super::contract::{self, ErrorCode, Rejection, Replier};
 use super::message::{Inbound, Outbound};
-use super::model::{ModelSlot, Served};
+use super::model::{self, ModelSlot, Served};
 use super::stats::Stats;
 use super::Error;
 use crate::classifier::{self, Classifier};
@@ -103,6 +105,8 @@ struct Worker {
     accepted: Vec<Accepted>,
     scratch: TokenBatch,
     buffer: Vec<u8>,
+    /// Whether this thread ran a batch since it last returned freed memory to the kernel.
+    ran_since_trim: bool,
 }
 
 impl Worker {
@@ -116,6 +120,7 @@ impl Worker {
             accepted: Vec::new(),
             scratch: TokenBatch::default(),
             buffer: Vec::with_capacity(1024),
+            ran_since_trim: false,
         }
     }
 
@@ -162,12 +167,18 @@ impl Worker {
                     if !self.follow_reload(session) {
                         break None;
                     }
+                    // Idle for a poll interval after work: the activations of long texts
+                    // (megabytes each) stay in glibc's heaps until trimmed.
+                    if std::mem::take(&mut self.ran_since_trim) {
+                        model::return_freed_memory();
+                    }
                 }
                 Err(flume::RecvTimeoutError::Disconnected) => break None,
             }
         };
         self.context.idle.fetch_sub(1, Ordering::AcqRel);
         let batch = received?;
+        self.ran_since_trim = true;
         // A batch that waited in the queue across a swap runs on the new model.
         self.follow_reload(session).then_some(batch)
     }

@@ -80,6 +80,17 @@ pub enum Error {
         /// Number of mask values.
         mask: usize,
     },
+    /// A shape with no cached plan, after the parsed model was released
+    /// ([`Engine::release_parsed_model`]).
+    #[error("{path}: no plan for {rows}×{sequence} tokens, and the parsed model was released once every length bucket had its plan")]
+    NoPlan {
+        /// The model file.
+        path: PathBuf,
+        /// Rows of the shape asked for.
+        rows: usize,
+        /// Its sequence length.
+        sequence: usize,
+    },
     /// tract failed while running a batch.
     #[error("inference failed")]
     Run(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -199,15 +210,43 @@ impl Engine {
     /// texts of those lengths wait for no optimization (50–250 ms each on x86, about a second on
     /// a Pi 4). Returns how many plans are cached for those buckets afterwards.
     pub fn warm_up(&self, max_tokens: usize) -> Result<usize, Error> {
+        self.warm_up_while(max_tokens, || true)
+    }
+
+    /// [`Engine::warm_up`], asking `keep_going` before each plan not cached yet and stopping
+    /// when it says no; returns how many plans are cached for the buckets it went through.
+    pub fn warm_up_while(
+        &self,
+        max_tokens: usize,
+        mut keep_going: impl FnMut() -> bool,
+    ) -> Result<usize, Error> {
         let options = self.plans.options;
         let mut warm = 0;
         for sequence in
             buckets_up_to(max_tokens, options.sequence_bucket).take(options.plan_cache_size.max(1))
         {
-            self.plans.get(Shape { rows: 1, sequence })?;
+            let shape = Shape { rows: 1, sequence };
+            if !self.plans.contains(shape) && !keep_going() {
+                break;
+            }
+            self.plans.get(shape)?;
             warm += 1;
         }
         Ok(warm)
+    }
+
+    /// Once the single-row plan of every length bucket up to `max_tokens` is cached (and the
+    /// cache holds them all), drops the parsed model plans are made from: what [`Session::classify`]
+    /// needs for texts of up to `max_tokens` is then all built, and the memory of the parsed
+    /// graph (about the model file's size) is returned. Afterwards a shape without a plan
+    /// ([`Engine::run_all`] of another shape, a longer text) is [`Error::NoPlan`]. Returns
+    /// whether it released.
+    pub fn release_parsed_model(&self, max_tokens: usize) -> bool {
+        let step = self.plans.options.sequence_bucket;
+        let shapes: Vec<Shape> = buckets_up_to(max_tokens, step)
+            .map(|sequence| Shape { rows: 1, sequence })
+            .collect();
+        self.plans.release_source(&shapes)
     }
 
     /// The file this engine was loaded from.

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tract_linalg::mmm::EagerPackedInput;
 use tract_onnx::prelude::*;
@@ -85,11 +85,21 @@ type Plan = Arc<TypedRunnableModel>;
 /// The parsed model, its most recently used plans (most recent last) and the constants they
 /// share.
 pub(super) struct PlanCache {
-    model: InferenceModel,
+    /// The parsed model plans are made from; `None` once released ([`PlanCache::release_source`]).
+    model: Mutex<Option<InferenceModel>>,
     path: PathBuf,
     pub options: EngineOptions,
-    plans: Mutex<Vec<(Shape, Plan)>>,
+    plans: Mutex<Plans>,
+    /// Signalled whenever a plan's optimization ends, for threads waiting on that shape.
+    built: Condvar,
     constants: Mutex<ConstantPool>,
+}
+
+/// The cached plans (most recent last) and the shapes some thread is optimizing now.
+#[derive(Default)]
+struct Plans {
+    cached: Vec<(Shape, Plan)>,
+    building: Vec<Shape>,
 }
 
 /// One copy of each distinct constant of the plans made so far, by content hash: constant
@@ -168,38 +178,66 @@ impl ConstantPool {
 impl PlanCache {
     pub fn new(model: InferenceModel, path: &Path, options: EngineOptions) -> Self {
         PlanCache {
-            model,
+            model: Mutex::new(Some(model)),
             path: path.to_path_buf(),
             options,
-            plans: Mutex::new(Vec::new()),
+            plans: Mutex::new(Plans::default()),
+            built: Condvar::new(),
             constants: Mutex::new(ConstantPool::default()),
         }
     }
 
-    /// The plan for `shape`, optimizing it on first use.
+    /// The plan for `shape`, optimizing it on first use. A thread asking for a shape that
+    /// another thread is optimizing waits for that plan instead of making a second one.
     pub fn get(&self, shape: Shape) -> Result<Plan, Error> {
-        if let Some(plan) = self.lookup(shape) {
-            return Ok(plan);
+        let mut plans = lock(&self.plans);
+        loop {
+            if let Some(plan) = plans.take_recent(shape) {
+                return Ok(plan);
+            }
+            if !plans.building.contains(&shape) {
+                break;
+            }
+            plans = self
+                .built
+                .wait(plans)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
+        plans.building.push(shape);
+        drop(plans);
+        // Ends the build (and wakes the waiting threads) even if optimizing panics.
+        let _building = Building { cache: self, shape };
         // Optimizing takes 50–250 ms: done outside the lock, so other shapes keep running.
         let plan = self.optimize(shape)?;
         let mut plans = lock(&self.plans);
-        if !plans.iter().any(|(s, _)| *s == shape) {
-            if plans.len() >= self.options.plan_cache_size.max(1) {
-                plans.remove(0);
-            }
-            plans.push((shape, plan.clone()));
+        if plans.cached.len() >= self.options.plan_cache_size.max(1) {
+            plans.cached.remove(0);
         }
+        plans.cached.push((shape, plan.clone()));
         Ok(plan)
     }
 
-    fn lookup(&self, shape: Shape) -> Option<Plan> {
-        let mut plans = lock(&self.plans);
-        let index = plans.iter().position(|(s, _)| *s == shape)?;
-        let entry = plans.remove(index);
-        let plan = entry.1.clone();
-        plans.push(entry);
-        Some(plan)
+    /// Drops the parsed model (and the pool, whose contents the plans hold) if the plan of every
+    /// shape in `shapes` is cached and the cache holds them all, so none is evicted; afterwards
+    /// a shape not cached is an error. Returns whether it did.
+    pub fn release_source(&self, shapes: &[Shape]) -> bool {
+        let plans = lock(&self.plans);
+        let all_cached = shapes
+            .iter()
+            .all(|shape| plans.cached.iter().any(|(s, _)| s == shape));
+        if !all_cached || shapes.len() > self.options.plan_cache_size.max(1) {
+            return false;
+        }
+        let source = lock(&self.model).take();
+        let pool = std::mem::take(&mut *lock(&self.constants));
+        drop(plans);
+        drop((source, pool));
+        true
+    }
+
+    /// Whether the plan for `shape` is cached now.
+    pub fn contains(&self, shape: Shape) -> bool {
+        lock(&self.plans).cached.iter().any(|(s, _)| *s == shape)
     }
 
     fn optimize(&self, shape: Shape) -> Result<Plan, Error> {
@@ -207,16 +245,46 @@ impl PlanCache {
             path: self.path.clone(),
             source: e.into(),
         };
+        let source = lock(&self.model).clone().ok_or(Error::NoPlan {
+            path: self.path.clone(),
+            rows: shape.rows,
+            sequence: shape.sequence,
+        })?;
         let fact = InferenceFact::dt_shape(i64::datum_type(), tvec!(shape.rows, shape.sequence));
-        let mut optimized = self
-            .model
-            .clone()
+        let mut optimized = source
             .with_input_fact(0, fact.clone())
             .and_then(|m| m.with_input_fact(1, fact))
             .and_then(|m| m.into_optimized())
             .map_err(bad)?;
         lock(&self.constants).share(&mut optimized).map_err(bad)?;
         optimized.into_runnable().map_err(bad)
+    }
+}
+
+/// A plan being optimized by this thread; dropping it ends the build for the waiting threads,
+/// which then find the plan cached (or, if it failed, build it themselves).
+struct Building<'a> {
+    cache: &'a PlanCache,
+    shape: Shape,
+}
+
+impl Drop for Building<'_> {
+    fn drop(&mut self) {
+        lock(&self.cache.plans)
+            .building
+            .retain(|s| *s != self.shape);
+        self.cache.built.notify_all();
+    }
+}
+
+impl Plans {
+    /// The cached plan for `shape`, marked most recently used.
+    fn take_recent(&mut self, shape: Shape) -> Option<Plan> {
+        let index = self.cached.iter().position(|(s, _)| *s == shape)?;
+        let entry = self.cached.remove(index);
+        let plan = entry.1.clone();
+        self.cached.push(entry);
+        Some(plan)
     }
 }
 
@@ -256,15 +324,89 @@ mod tests {
         weights
     }
 
+    /// A plan cache over the shipped int8 graph.
     #[cfg(feature = "workstation")]
-    #[test]
-    fn plans_of_different_lengths_share_one_copy_of_the_packed_weights() {
+    fn shipped_model_cache() -> PlanCache {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("models/imdb-minilm/model.int8.onnx");
         let model = tract_onnx::onnx()
             .model_for_path(&path)
             .expect("the shipped model parses");
-        let cache = PlanCache::new(model, &path, EngineOptions::default());
+        PlanCache::new(model, &path, EngineOptions::default())
+    }
+
+    #[cfg(feature = "workstation")]
+    #[test]
+    fn threads_asking_for_the_same_new_shape_get_one_plan() {
+        let cache = shipped_model_cache();
+        let shape = Shape {
+            rows: 1,
+            sequence: 48,
+        };
+        let plans: Vec<Plan> = std::thread::scope(|scope| {
+            let asking: Vec<_> = (0..3).map(|_| scope.spawn(|| cache.get(shape))).collect();
+            asking
+                .into_iter()
+                .map(|thread| thread.join().expect("no panic").expect("a plan"))
+                .collect()
+        });
+        assert!(
+            plans.iter().all(|plan| Arc::ptr_eq(plan, &plans[0])),
+            "each thread optimized a plan of its own"
+        );
+        assert!(cache.contains(shape));
+    }
+
+    #[cfg(feature = "workstation")]
+    #[test]
+    fn the_parsed_model_is_released_only_once_every_shape_has_a_plan_it_keeps() {
+        let cache = shipped_model_cache();
+        let (short, longer) = (
+            Shape {
+                rows: 1,
+                sequence: 16,
+            },
+            Shape {
+                rows: 1,
+                sequence: 32,
+            },
+        );
+        cache.get(short).expect("a plan");
+        assert!(
+            !cache.release_source(&[short, longer]),
+            "32 has no plan yet"
+        );
+        cache.get(longer).expect("a plan");
+        assert!(cache.release_source(&[short, longer]));
+        assert!(cache.get(longer).is_ok(), "cached plans are still served");
+        let uncached = cache.get(Shape {
+            rows: 1,
+            sequence: 48,
+        });
+        assert!(
+            matches!(uncached, Err(Error::NoPlan { sequence: 48, .. })),
+            "a new shape after the release"
+        );
+
+        let path = cache.path.clone();
+        let model = tract_onnx::onnx().model_for_path(&path).expect("parses");
+        let one_plan = EngineOptions {
+            plan_cache_size: 1,
+            ..EngineOptions::default()
+        };
+        let small = PlanCache::new(model, &path, one_plan);
+        small.get(short).expect("a plan");
+        small.get(longer).expect("a plan");
+        assert!(
+            !small.release_source(&[short, longer]),
+            "a cache of one plan cannot keep both"
+        );
+    }
+
+    #[cfg(feature = "workstation")]
+    #[test]
+    fn plans_of_different_lengths_share_one_copy_of_the_packed_weights() {
+        let cache = shipped_model_cache();
         let short = packed_weights(&cache, 16);
         let long = packed_weights(&cache, 160);
         assert!(

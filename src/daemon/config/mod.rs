@@ -132,6 +132,9 @@ pub struct ModelConfig {
     /// Plans for every length bucket up to this many tokens are built before going online;
     /// 0 = built on first use.
     pub warm_up_tokens: u64,
+    /// The plans of the remaining buckets up to the window are built on a low-priority thread
+    /// after start-up (and after each reload).
+    pub warm_up_background: bool,
     /// A reload may swap in a model whose labels differ from the served one's.
     pub allow_label_change: bool,
 }
@@ -256,7 +259,8 @@ impl Default for ModelConfig {
             graph: None,
             plans: 16,
             max_tokens: 0,
-            warm_up_tokens: 64,
+            warm_up_tokens: 512,
+            warm_up_background: true,
             allow_label_change: false,
         }
     }

@@ -1,6 +1,7 @@
 //! `[model]` options that change how the daemon runs its model: warm start (the plans of the
-//! configured length buckets are built before the daemon says it is ready, so its first
-//! answers wait for no plan optimization) and a window shorter than the model's.
+//! configured length buckets are built before the daemon says it is ready, the rest on a
+//! background thread after it, so its first answers wait for no plan optimization) and a
+//! window shorter than the model's.
 
 use sentimq::classifier::Classifier;
 
@@ -9,10 +10,17 @@ use super::harness::{daemon_config, set, Broker, BrokerOptions, Daemon};
 use super::{assert_result_matches, setup, REPLY, START};
 
 const WARM_LOG: &str = "plans built before going online";
+const BACKGROUND_LOG: &str = "plans built in the background";
 
-/// Starts a daemon with `model.warm_up_tokens = tokens`, sends one text once it is ready, and
-/// returns its log (checking the answer on the way).
-fn start_and_answer_once(tokens: i64, base: &str) -> String {
+/// Starts a daemon with `model.warm_up_tokens = tokens` and `model.warm_up_background =
+/// background`, sends one text once it is ready, waits for `wait_for` in its log if given, and
+/// returns the log (checking the answer on the way).
+fn start_and_answer_once(
+    tokens: i64,
+    background: bool,
+    wait_for: Option<&str>,
+    base: &str,
+) -> String {
     let model = setup();
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path(), BrokerOptions::default());
@@ -20,6 +28,7 @@ fn start_and_answer_once(tokens: i64, base: &str) -> String {
     client.subscribe(&format!("{base}/result/#"));
     let mut config = daemon_config(broker.port, &format!("{base}-daemon"), base, model);
     set(&mut config, "model.warm_up_tokens", tokens);
+    set(&mut config, "model.warm_up_background", background);
     let daemon = Daemon::spawn(dir.path(), base, &config);
     daemon.wait_for_log("ready", START);
     let text = "A warm welcome: the first review of the day, and a fine one.";
@@ -29,12 +38,22 @@ fn start_and_answer_once(tokens: i64, base: &str) -> String {
     );
     let result = client.wait_on(&format!("{base}/result/{base}/classify"), REPLY);
     assert_result_matches(model, &result.json(), text);
+    if let Some(needle) = wait_for {
+        daemon.wait_for_log(needle, START);
+    }
     daemon.log()
 }
 
+/// The first line of `log` containing `needle`.
+fn line_with<'a>(log: &'a str, needle: &str) -> &'a str {
+    log.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no {needle:?} line; log:\n{log}"))
+}
+
 #[test]
-fn plans_up_to_the_configured_length_are_built_before_ready() {
-    let log = start_and_answer_once(64, "warm");
+fn plans_up_to_the_configured_length_are_built_before_ready_the_rest_after() {
+    let log = start_and_answer_once(64, true, Some(BACKGROUND_LOG), "warm");
     let warm = log
         .find(WARM_LOG)
         .unwrap_or_else(|| panic!("no warm-up line; log:\n{log}"));
@@ -42,29 +61,43 @@ fn plans_up_to_the_configured_length_are_built_before_ready() {
         .find("subscribed; ready")
         .unwrap_or_else(|| panic!("never ready; log:\n{log}"));
     assert!(warm < ready, "warmed up after ready; log:\n{log}");
-    let line = log[warm..].lines().next().unwrap_or_default();
     // 16-token buckets: 16, 32, 48, 64.
+    let line = line_with(&log, WARM_LOG);
     assert!(
         line.contains("plans=4") && line.contains("up_to_tokens=64"),
+        "{line}"
+    );
+    // Then the test model's whole 128-token window: 80, 96, 112 and 128 too.
+    let background = log.find(BACKGROUND_LOG).expect("waited for it");
+    assert!(
+        ready < background,
+        "built in the background before ready; log:\n{log}"
+    );
+    let line = line_with(&log, BACKGROUND_LOG);
+    assert!(
+        line.contains("plans=8") && line.contains("up_to_tokens=128"),
         "{line}"
     );
 }
 
 #[test]
 fn warm_up_stops_at_the_window_and_can_be_turned_off() {
-    // The test model reads 128 tokens: 8 buckets, which the default 8 plans all hold.
-    let log = start_and_answer_once(4096, "window");
-    let line = log
-        .lines()
-        .find(|l| l.contains(WARM_LOG))
-        .unwrap_or_else(|| panic!("no warm-up line; log:\n{log}"));
+    // The default: every bucket of the test model's 128-token window (8 plans) before ready,
+    // and nothing left for the background.
+    let log = start_and_answer_once(4096, true, None, "window");
+    let line = line_with(&log, WARM_LOG);
     assert!(
         line.contains("plans=8") && line.contains("up_to_tokens=128"),
         "{line}"
     );
+    assert!(!log.contains(BACKGROUND_LOG), "{log}");
 
-    let log = start_and_answer_once(0, "cold");
+    let log = start_and_answer_once(0, false, None, "cold");
     assert!(!log.contains(WARM_LOG), "warmed up with 0; log:\n{log}");
+    assert!(
+        !log.contains(BACKGROUND_LOG),
+        "background build when off; log:\n{log}"
+    );
 }
 
 #[test]
