@@ -145,7 +145,7 @@ impl Classifier {
     /// Builds the engine's plans for every length bucket up to `max_tokens`, capped at
     /// [`Classifier::max_tokens`] ([`Engine::warm_up`]); returns how many are warm.
     pub fn warm_up(&self, max_tokens: usize) -> Result<usize, Error> {
-        Ok(self.engine.warm_up(max_tokens.min(self.max_tokens()))?)
+        self.warm_up_while(max_tokens, || true)
     }
 
     /// Drops the engine's parsed model once every length bucket up to

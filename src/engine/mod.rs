@@ -237,8 +237,8 @@ impl Engine {
 
     /// Once the single-row plan of every length bucket up to `max_tokens` is cached (and the
     /// cache holds them all), drops the parsed model plans are made from: what [`Session::classify`]
-    /// needs for texts of up to `max_tokens` is then all built, and the memory of the parsed
-    /// graph (about the model file's size) is returned. Afterwards a shape without a plan
+    /// needs for texts of up to `max_tokens` is then all built, and the parsed graph's memory
+    /// is returned, except the constants the plans share with it (the embedding tables). Afterwards a shape without a plan
     /// ([`Engine::run_all`] of another shape, a longer text) is [`Error::NoPlan`]. Returns
     /// whether it released.
     pub fn release_parsed_model(&self, max_tokens: usize) -> bool {
