@@ -379,15 +379,22 @@ fn to_f32_vec(value: &TValue) -> Result<Vec<f32>, Error> {
     Ok(slice.to_vec())
 }
 
-/// Sets how many threads tract's matrix products may use, process-wide (1 = no pool).
+/// Whether this build can split one matrix product over several threads: the
+/// `intra-op-threads` feature (a default one; the device packages are built without it).
+pub const HAS_INTRA_OP_THREADS: bool = cfg!(feature = "intra-op-threads");
+
+/// Sets how many threads tract's matrix products may use, process-wide (1 = no pool); a build
+/// without [`HAS_INTRA_OP_THREADS`] always uses 1.
 ///
 /// Keep `workers × intra-op threads ≤ cores`: the daemon runs several workers with 1 thread
 /// each; the tool's one-off commands use all cores.
 pub fn set_intra_op_threads(threads: usize) {
     use tract_linalg::multithread::{set_default_executor, Executor};
-    if threads <= 1 {
-        set_default_executor(Executor::SingleThread);
-    } else {
+    #[cfg(feature = "intra-op-threads")]
+    if threads > 1 {
         set_default_executor(Executor::multithread(threads));
+        return;
     }
+    let _ = threads;
+    set_default_executor(Executor::SingleThread);
 }

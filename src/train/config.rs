@@ -61,6 +61,10 @@ pub struct TrainConfig {
     /// review's label. 0 = whole reviews only.
     #[serde(default)]
     pub spans_per_review: usize,
+    /// Start the trainable tensors from this earlier run's kept model (`adapter/`, or `model/`
+    /// with `full`) instead of a fresh initialisation.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
     /// Write a resumable checkpoint every this many updates.
     pub checkpoint_every: Option<usize>,
     /// Continue the run in `out` from its checkpoint.
@@ -106,6 +110,7 @@ impl TrainConfig {
             limit: None,
             validation_fraction: 0.1,
             spans_per_review: 0,
+            init_from: None,
             checkpoint_every: None,
             resume: false,
             eval_test: None,
@@ -214,6 +219,12 @@ impl TrainConfig {
                 self.validation_fraction.to_string(),
             ),
             ("--spans-per-review", self.spans_per_review.to_string()),
+            (
+                "--init-from",
+                self.init_from
+                    .as_ref()
+                    .map_or_else(String::new, |dir| dir.display().to_string()),
+            ),
         ]
     }
 }

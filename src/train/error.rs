@@ -98,6 +98,14 @@ pub enum Error {
         /// Its value now.
         now: String,
     },
+    /// `--init-from` names a kept model that does not fit this run's model.
+    #[error("--init-from {dir}: {reason}; it must come from a run with the same base, --full, --lora-r, --lora-alpha and --lora-targets")]
+    InitMismatch {
+        /// The kept model's directory.
+        dir: PathBuf,
+        /// What differs.
+        reason: String,
+    },
     /// The output directory already holds a run and `--resume` was not given.
     #[error(
         "{dir} already holds a training run; pass --resume to continue it or choose another --out"

@@ -40,6 +40,7 @@ pub mod dataset;
 pub mod dropout;
 mod error;
 mod fused;
+mod init;
 mod lora;
 mod memory;
 mod model;

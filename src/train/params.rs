@@ -89,7 +89,7 @@ impl Parameters {
     }
 
     /// The trainable tensors, downloaded as f32.
-    pub(crate) fn trainable_to_host(&self) -> Result<TensorMap> {
+    pub fn trainable_to_host(&self) -> Result<TensorMap> {
         self.trainable
             .iter()
             .map(|(name, var)| Ok((name.clone(), download(var.as_tensor())?)))

@@ -54,7 +54,8 @@ pub struct Setup {
 }
 
 /// Loads the base, adds a head (where the base has none for two labels) and LoRA adapters,
-/// and builds the model in `dtype`. Everything random is seeded from `config.seed`.
+/// starts the trainable tensors from `config.init_from` where given, and builds the model in
+/// `dtype`. Everything random is seeded from `config.seed`.
 pub fn build_model(config: &TrainConfig, dtype: DType) -> Result<Setup, Error> {
     let device = config.device.open()?;
     if device.is_cpu() {
@@ -86,6 +87,9 @@ pub fn build_model(config: &TrainConfig, dtype: DType) -> Result<Setup, Error> {
             || name.starts_with("pooler.")
             || name.starts_with("classifier.")
     };
+    if let Some(dir) = &config.init_from {
+        super::init::apply(&mut weights, &is_trainable, dir, config)?;
+    }
     let params = Parameters::new(&weights, is_trainable, dtype, &device)
         .context("uploading the parameters")?;
     let model_config = BertClassifierConfig {

@@ -91,6 +91,64 @@ fn default_model_is_complete_and_small() {
     );
 }
 
+/// The committed training records (`training/`) are the runs the card describes: stage 2
+/// started from stage 1's adapter, on the same validation split, with more spans per review,
+/// and its report's calibration is the committed adapter's.
+#[test]
+fn training_records_describe_the_two_stage_recipe() {
+    let training = default_model().join("training");
+    let read = |file: &str| -> serde_json::Value {
+        let path = training.join(file);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{} is missing or unreadable: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let (stage1, stage2) = (read("stage1-report.json"), read("report.json"));
+    for file in [
+        "curve.png",
+        "reliability.png",
+        "stage1-curve.png",
+        "stage1-reliability.png",
+    ] {
+        assert!(training.join(file).is_file(), "training/{file} is missing");
+    }
+    assert!(
+        stage2["config"]["init_from"].is_string(),
+        "stage 2 starts from stage 1's adapter"
+    );
+    assert!(
+        stage1["config"]["init_from"].is_null(),
+        "stage 1 starts fresh"
+    );
+    for field in [
+        "base",
+        "data",
+        "limit",
+        "seed",
+        "validation_fraction",
+        "max_len",
+        "head_len",
+    ] {
+        assert_eq!(
+            stage1["config"][field], stage2["config"][field],
+            "both stages share {field}"
+        );
+    }
+    assert!(
+        stage2["config"]["spans_per_review"].as_u64()
+            > stage1["config"]["spans_per_review"].as_u64(),
+        "stage 2 trains on more spans per review"
+    );
+    let calibration = Calibration::read(&default_model().join("adapter"))
+        .expect("adapter/calibration.json is readable")
+        .expect("the shipped adapter is calibrated");
+    assert_eq!(
+        stage2["calibration"]["temperature"].as_f64(),
+        Some(calibration.temperature),
+        "the committed adapter is stage 2's"
+    );
+}
+
 /// `sentimq build` from `adapter/` + MiniLM reproduces the committed int8 graph: byte for byte
 /// (so every prediction is the shipped one), or else with the same labels on 1,000 IMDB test
 /// reviews (a build on another CPU may round a few f32 values differently).

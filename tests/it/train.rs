@@ -295,6 +295,65 @@ fn train_resume_continues_bit_for_bit() {
     assert!(error.contains("--base"), "{error}");
 }
 
+/// `--init-from`: a second stage starts from the first run's kept adapter, tensor for tensor;
+/// a kept model of another shape, or from a run that held out other validation reviews, is
+/// refused, naming what differs.
+#[test]
+fn train_init_from_starts_from_an_earlier_runs_adapter() {
+    let (base, data) = (tiny_fixture(), imdb_sample(40));
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = tiny_config(&base, &data, &dir.path().join("first"));
+    first.epochs = 1;
+    first.batch = 4;
+    first.lr = Some(2e-3);
+    train::run(&first).expect("first stage");
+    let kept = dir.path().join("first/adapter");
+    let kept_tensors = output::load_model(&kept, &first).expect("reading the kept adapter");
+
+    let mut second = tiny_config(&base, &data, &dir.path().join("second"));
+    second.init_from = Some(kept.clone());
+    second.lr = Some(1e-3);
+    second.spans_per_review = 2;
+    let setup = train::build_model(&second, DType::F32).expect("second stage");
+    let started = setup.params.trainable_to_host().expect("trainable tensors");
+    assert_eq!(started.len(), kept_tensors.len());
+    for (name, tensor) in &kept_tensors {
+        assert_eq!(started[name].data, tensor.data, "{name}");
+    }
+    // The first stage trained something: its adapters are not a fresh initialisation.
+    let fresh = train::build_model(&tiny_config(&base, &data, dir.path()), DType::F32)
+        .expect("fresh model")
+        .params
+        .trainable_to_host()
+        .expect("trainable tensors");
+    assert!(kept_tensors
+        .iter()
+        .any(|(name, t)| fresh[name].data != t.data));
+
+    type Change = fn(&mut TrainConfig);
+    let changes: [(Change, &str); 4] = [
+        (|c| c.lora.r = 4, "lora_A.weight is [8,"),
+        (|c| c.lora.alpha = 8.0, "lora_alpha is 16"),
+        (|c| c.seed = 9, "seed = 42, this run has 9"),
+        (
+            |c| c.lora.targets = vec!["query".into()],
+            "which this run does not",
+        ),
+    ];
+    for (change, expected) in changes {
+        let mut other = second.clone();
+        change(&mut other);
+        let error = match train::build_model(&other, DType::F32) {
+            Ok(_) => panic!("a mismatched --init-from was accepted"),
+            Err(error) => error.to_string(),
+        };
+        assert!(
+            error.contains("--init-from") && error.contains(expected),
+            "{error}"
+        );
+    }
+}
+
 /// Bad input through the binary: each error names the cause.
 #[test]
 fn train_cli_reports_bad_input() {

@@ -107,6 +107,13 @@ pub(super) fn check(config: &Config, warnings: &mut Vec<String>) -> Result<(), C
             "is larger than mqtt.reconnect_max_ms".into(),
         ));
     }
+    let asked = config.pipeline.intra_op_threads;
+    if asked > 1 && !crate::engine::HAS_INTRA_OP_THREADS {
+        return Err(invalid(
+            "pipeline.intra_op_threads",
+            format!("is {asked}, but this sentimqd is built without intra-op threads (as the device packages are: their workers run in parallel instead); set 0 or 1 and choose pipeline.workers"),
+        ));
+    }
     let cores = super::available_cores();
     let threads = config.workers() * config.intra_op_threads();
     if threads > cores {

@@ -49,7 +49,8 @@ pub struct Flags {
     /// Inference threads, 0 = one per core [key: pipeline.workers]
     #[arg(long, value_name = "N")]
     pub workers: Option<u64>,
-    /// Threads per matrix product, 0 = cores / workers [key: pipeline.intra_op_threads]
+    /// Threads per matrix product, 0 = cores / workers; above 1 only in builds with the
+    /// intra-op-threads feature (not the device packages) [key: pipeline.intra_op_threads]
     #[arg(long, value_name = "N")]
     pub intra_op_threads: Option<u64>,
     /// Most texts per batch [key: pipeline.max_batch]

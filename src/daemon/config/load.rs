@@ -434,6 +434,40 @@ mod tests {
         }));
     }
 
+    /// A build with intra-op threads takes `pipeline.intra_op_threads = 2`; one without (the
+    /// device packages) refuses it by name and resolves the default to 1.
+    #[test]
+    fn intra_op_threads_follow_the_build() {
+        let (_dir, path) = file("[pipeline]\nworkers = 1\nintra_op_threads = 2\n");
+        let loaded = load(Sources {
+            file: Some(path),
+            ..Sources::default()
+        });
+        if crate::engine::HAS_INTRA_OP_THREADS {
+            assert_eq!(loaded.unwrap().config.intra_op_threads(), 2);
+        } else {
+            let err = loaded.unwrap_err();
+            assert_eq!(err.key(), Some("pipeline.intra_op_threads"));
+            assert!(
+                err.to_string().contains("built without intra-op threads"),
+                "{err}"
+            );
+        }
+        let (_dir, path) = file("[pipeline]\nworkers = 1\n");
+        let config = load(Sources {
+            file: Some(path),
+            ..Sources::default()
+        })
+        .unwrap()
+        .config;
+        let expected = if crate::engine::HAS_INTRA_OP_THREADS {
+            super::super::available_cores()
+        } else {
+            1
+        };
+        assert_eq!(config.intra_op_threads(), expected);
+    }
+
     #[test]
     fn unknown_and_mistyped_keys_are_named() {
         let (_dir, path) = file("[mqtt]\nca_file = \"x\"\n");

@@ -332,9 +332,11 @@ impl Config {
         }
     }
 
-    /// Intra-op threads after resolving 0 = cores / workers (at least 1).
+    /// Intra-op threads after resolving 0 = cores / workers (at least 1; always 1 in a build
+    /// without intra-op threads, see [`crate::engine::HAS_INTRA_OP_THREADS`]).
     pub(crate) fn intra_op_threads(&self) -> usize {
         match self.pipeline.intra_op_threads {
+            0 if !crate::engine::HAS_INTRA_OP_THREADS => 1,
             0 => (available_cores() / self.workers()).max(1),
             n => usize::try_from(n).unwrap_or(usize::MAX),
         }

@@ -24,7 +24,8 @@ fn emulated_daemon_answers_20_messages() {
     let client = TestClient::v5(broker.port, "emulated-client");
     client.subscribe("sentimq/#");
     let mut config = daemon_config(broker.port, "emulated-daemon", "sentimq", &model);
-    super::harness::set(&mut config, "pipeline.intra_op_threads", 2);
+    // The device build has no intra-op threads: its workers run in parallel instead.
+    super::harness::set(&mut config, "pipeline.workers", 2);
     let daemon = Daemon::spawn(dir.path(), "emulated", &config);
     client.wait_for_payload("sentimq/status", "online", EMULATED_START);
     daemon.wait_for_log("ready", EMULATED_START);
