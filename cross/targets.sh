@@ -8,7 +8,8 @@
 # tolerance: how far the emulated daemon's int8 scores may be from x86_64's in the end-to-end
 # check. Last-bit differences of the f32 kernels move an occasional int8 rounding, which
 # re-draws the quantization error (cross/README.md): measured up to 2.7e-2 (aarch64) and
-# 1.9e-2 (armv7) on 50 IMDB reviews, with identical labels.
+# 1.9e-2 (armv7) on 50 IMDB reviews, with identical labels; 4.2e-2 on armv7 for one short text
+# of the emulated daemon test with the stage-2 model (see armv7 below).
 cross_target_tools() {
   case $1 in
     aarch64-unknown-linux-gnu)
@@ -20,7 +21,10 @@ cross_target_tools() {
       gcc=arm-linux-gnueabihf-gcc; sysroot=/usr/arm-linux-gnueabihf; qemu=qemu-arm; debian_arch=armhf
       # Pi 2's core, the oldest a 32-bit Pi OS runs on (Pi 3 and Zero 2 W run A53s in AArch32).
       cpu=cortex-a7 dotprod_cpu=
-      device_reviews=16 tolerance=3e-2 ;;
+      # 5e-2: with the stage-2 model one of the emulated test's 20 texts ("I laughed, I cried,
+      # ...", score 0.62) is 0.042 from x86_64 on armv7, while x86_64's own int8 is 0.050 from
+      # f32 on it: a re-drawn quantization error, no larger than the one x86_64 has.
+      device_reviews=16 tolerance=5e-2 ;;
     *)
       echo "unsupported target '$1' (aarch64-unknown-linux-gnu, armv7-unknown-linux-gnueabihf)" >&2
       return 2 ;;
