@@ -25,7 +25,9 @@ pub(crate) fn apply(
         dir: dir.to_path_buf(),
         reason,
     };
-    if !config.full {
+    let mut trained = if config.full {
+        output::load_model(dir, config)?
+    } else {
         let adapter = crate::adapter::LoraAdapter::load(dir)?;
         if adapter.config.lora_alpha != config.lora.alpha {
             return Err(mismatch(format!(
@@ -33,9 +35,9 @@ pub(crate) fn apply(
                 adapter.config.lora_alpha, config.lora.alpha
             )));
         }
-    }
+        output::adapter_tensors(adapter)
+    };
     check_same_split(dir, config)?;
-    let mut trained = output::load_model(dir, config)?;
     for (name, tensor) in weights.iter_mut().filter(|(name, _)| is_trainable(name)) {
         let Some(initial) = trained.remove(name) else {
             return Err(mismatch(format!("it has no tensor {name}")));

@@ -138,11 +138,15 @@ pub fn load_model(dir: &Path, config: &TrainConfig) -> Result<TensorMap, Error> 
             .map(|(k, v)| (k.strip_prefix("bert.").map_or(k.clone(), str::to_string), v))
             .collect());
     }
-    let adapter = LoraAdapter::load(dir)?;
+    Ok(adapter_tensors(LoraAdapter::load(dir)?))
+}
+
+/// An adapter's tensors by canonical name: its LoRA pairs and its fully trained tensors.
+pub(crate) fn adapter_tensors(adapter: LoraAdapter) -> TensorMap {
     let mut tensors = adapter.saved;
     for (module, pair) in adapter.pairs {
         tensors.insert(format!("{module}.lora_A.weight"), pair.a);
         tensors.insert(format!("{module}.lora_B.weight"), pair.b);
     }
-    Ok(tensors)
+    tensors
 }
