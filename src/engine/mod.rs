@@ -32,6 +32,7 @@ use tract_onnx::prelude::*;
 
 use crate::tokenizer::TokenBatch;
 
+mod operators;
 mod plans;
 
 pub use plans::EngineOptions;
@@ -57,6 +58,14 @@ pub enum Error {
         /// tract's error, with its context chain as `source()`s.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The graph uses an operator or opset outside the ones `sentimq build` writes.
+    #[error("{path}: {reason}")]
+    UnsupportedGraph {
+        /// The model file.
+        path: PathBuf,
+        /// What it uses that the engine does not run.
+        reason: String,
     },
     /// The graph lacks an output the engine needs.
     #[error("{path}: the graph has no output named {name:?}")]
@@ -171,9 +180,17 @@ impl Engine {
             path: path.to_path_buf(),
             source: e.into(),
         };
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut bytes.as_slice())
+        let onnx = operators::framework();
+        let proto = onnx
+            .proto_model_for_read(&mut bytes.as_slice())
             .map_err(bad)?;
+        if let Some(reason) = operators::unsupported(&proto) {
+            return Err(Error::UnsupportedGraph {
+                path: path.to_path_buf(),
+                reason,
+            });
+        }
+        let model = onnx.model_for_proto_model(&proto).map_err(bad)?;
         let output_names: Arc<[String]> = model
             .output_outlets()
             .map_err(bad)?

@@ -331,7 +331,7 @@ mod tests {
     fn shipped_model_cache() -> PlanCache {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("models/imdb-minilm/model.int8.onnx");
-        let model = tract_onnx::onnx()
+        let model = crate::engine::operators::framework()
             .model_for_path(&path)
             .expect("the shipped model parses");
         PlanCache::new(model, &path, EngineOptions::default())
@@ -391,7 +391,9 @@ mod tests {
         );
 
         let path = cache.path.clone();
-        let model = tract_onnx::onnx().model_for_path(&path).expect("parses");
+        let model = crate::engine::operators::framework()
+            .model_for_path(&path)
+            .expect("parses");
         let one_plan = EngineOptions {
             plan_cache_size: 1,
             ..EngineOptions::default()
