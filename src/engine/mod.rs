@@ -34,6 +34,7 @@ use crate::tokenizer::TokenBatch;
 
 mod operators;
 mod plans;
+mod quantize_rows;
 
 pub use plans::EngineOptions;
 use plans::{bucket, buckets_up_to, PlanCache, Shape};
@@ -181,7 +182,7 @@ impl Engine {
             source: e.into(),
         };
         let onnx = operators::framework();
-        let proto = onnx
+        let mut proto = onnx
             .proto_model_for_read(&mut bytes.as_slice())
             .map_err(bad)?;
         if let Some(reason) = operators::unsupported(&proto) {
@@ -189,6 +190,10 @@ impl Engine {
                 path: path.to_path_buf(),
                 reason,
             });
+        }
+        // One operator per activation quantization (int8 graphs): same outputs, fewer passes.
+        if let Some(graph) = proto.graph.as_mut() {
+            quantize_rows::fuse(graph);
         }
         let model = onnx.model_for_proto_model(&proto).map_err(bad)?;
         let output_names: Arc<[String]> = model
