@@ -32,9 +32,9 @@ use tract_onnx::prelude::*;
 
 use crate::tokenizer::TokenBatch;
 
+mod fused;
 mod operators;
 mod plans;
-mod quantize_rows;
 
 pub use plans::EngineOptions;
 use plans::{bucket, buckets_up_to, PlanCache, Shape};
@@ -191,9 +191,9 @@ impl Engine {
                 reason,
             });
         }
-        // One operator per activation quantization (int8 graphs): same outputs, fewer passes.
+        // The engine's own operators for the int8 layers' (de)quantization: same outputs, fewer passes.
         if let Some(graph) = proto.graph.as_mut() {
-            quantize_rows::fuse(graph);
+            fused::fuse(graph);
         }
         let model = onnx.model_for_proto_model(&proto).map_err(bad)?;
         let output_names: Arc<[String]> = model

@@ -79,13 +79,13 @@ const OPERATORS: [(&str, Builder); 22] = [
 ];
 
 /// tract's ONNX front end with only [`OPERATORS`] registered, and the engine's own fused
-/// operators (`quantize_rows`), which only its rewrite of a parsed file puts in a graph.
+/// operators (`fused`), which only its rewrite of a parsed file puts in a graph.
 pub(super) fn framework() -> Onnx {
     let mut register = OnnxOpRegister::default();
     for (name, builder) in OPERATORS {
         register.insert(name, builder);
     }
-    register.insert(super::quantize_rows::OP_TYPE, super::quantize_rows::build);
+    super::fused::register(&mut register);
     Onnx {
         op_register: register,
         ..Onnx::default()

@@ -16,11 +16,11 @@
 //! that chain (`127 · (1/m)`, then multiply, add and subtract the rounding constant in f32), so
 //! the plan's outputs do not change by a bit.
 
-use std::collections::HashMap;
-
 use tract_onnx::model::ParsingContext;
-use tract_onnx::pb::{tensor_proto::DataType, AttributeProto, GraphProto, NodeProto, TensorProto};
+use tract_onnx::pb::{tensor_proto::DataType, AttributeProto, NodeProto};
 use tract_onnx::tract_hir::internal::*;
+
+use super::{Graph, Replacement};
 
 /// The operator type the fused nodes get; internal to the engine, never in a file.
 pub(super) const OP_TYPE: &str = "sentimq.QuantizeRows";
@@ -41,124 +41,64 @@ pub(super) fn build(
     Ok((expand(QuantizeRowsExpansion), vec![]))
 }
 
-/// Replaces every quantization chain of `graph` with one [`OP_TYPE`] node; returns how many.
-pub(super) fn fuse(graph: &mut GraphProto) -> usize {
-    let constants: HashMap<&str, f32> = graph
-        .initializer
-        .iter()
-        .filter_map(|t| Some((t.name.as_str(), scalar_f32(t)?)))
-        .collect();
-    let chains: Vec<Chain> = (0..graph.node.len())
-        .filter_map(|abs| Chain::find(graph, &constants, abs))
-        .collect();
-    if chains.is_empty() {
-        return 0;
-    }
-    let mut fused: Vec<Option<NodeProto>> = graph.node.drain(..).map(Some).collect();
-    for chain in &chains {
-        let abs = fused[chain.nodes[0]].take();
-        let x = abs.as_ref().map(|n| n.input[0].clone()).unwrap_or_default();
-        let name = abs.map(|n| n.name).unwrap_or_default();
-        for &index in &chain.nodes[1..] {
-            fused[index] = None;
-        }
-        fused[chain.nodes[0]] = Some(NodeProto {
-            name: format!("{name}.quantize_rows"),
-            op_type: OP_TYPE.to_string(),
-            input: vec![x],
-            output: vec![chain.quantized.clone(), chain.max_abs.clone()],
-            ..NodeProto::default()
-        });
-    }
-    graph.node = fused.into_iter().flatten().collect();
-    chains.len()
-}
-
-/// The value of an f32 scalar initializer, stored either way ONNX allows.
-fn scalar_f32(tensor: &TensorProto) -> Option<f32> {
-    if tensor.data_type != DataType::Float as i32 || !tensor.dims.is_empty() {
+/// The quantization chain starting at node `abs`, when every node and constant is exactly as
+/// `sentimq build` writes it and no intermediate value is used elsewhere.
+pub(super) fn find(graph: &Graph, abs: usize) -> Option<Replacement> {
+    let is_constant = |name: &str, value: f32| graph.scalar(name) == Some(value);
+    let node = graph.node(abs);
+    if node.op_type != "Abs" || node.input.len() != 1 {
         return None;
     }
-    match (tensor.raw_data.as_slice(), tensor.float_data.as_slice()) {
-        (raw, []) => Some(f32::from_le_bytes(raw.try_into().ok()?)),
-        ([], &[value]) => Some(value),
-        _ => None,
+    let x = node.input[0].as_str();
+    let (reduce, n) = graph.sole_consumer(&node.output[0])?;
+    let attr = |name: &str| n.attribute.iter().find(|a| a.name == name);
+    let last_axis = attr("axes").is_some_and(|a| a.ints == [-1]);
+    let keep_dims = attr("keepdims").is_none_or(|a: &AttributeProto| a.i == 1);
+    if n.op_type != "ReduceMax" || !last_axis || !keep_dims {
+        return None;
     }
-}
-
-/// One matched chain: its node indices (Abs first) and the outputs the fused node keeps.
-struct Chain {
-    nodes: [usize; 8],
-    quantized: String,
-    max_abs: String,
-}
-
-impl Chain {
-    /// The chain starting at node `abs`, when every node and constant is exactly as
-    /// `sentimq build` writes it and no intermediate value is used elsewhere.
-    fn find(graph: &GraphProto, constants: &HashMap<&str, f32>, abs: usize) -> Option<Chain> {
-        let nodes = &graph.node;
-        let is_constant = |name: &str, value: f32| constants.get(name) == Some(&value);
-        // The node consuming `value`, when it is the only use of `value`.
-        let sole_consumer = |value: &str| {
-            let mut users = nodes
-                .iter()
-                .enumerate()
-                .filter(|(_, n)| n.input.iter().any(|i| i == value));
-            let first = users.next()?;
-            let is_output = graph.output.iter().any(|o| o.name == value);
-            (users.next().is_none() && !is_output).then_some(first)
-        };
-        let node = &nodes[abs];
-        if node.op_type != "Abs" || node.input.len() != 1 {
-            return None;
-        }
-        let x = node.input[0].as_str();
-        let (reduce, n) = sole_consumer(&node.output[0])?;
-        let attr = |name: &str| n.attribute.iter().find(|a| a.name == name);
-        let last_axis = attr("axes").is_some_and(|a| a.ints == [-1]);
-        let keep_dims = attr("keepdims").is_none_or(|a: &AttributeProto| a.i == 1);
-        if n.op_type != "ReduceMax" || !last_axis || !keep_dims {
-            return None;
-        }
-        let (max, n) = sole_consumer(&n.output[0])?;
-        if n.op_type != "Max" || n.input.len() != 2 || !is_constant(&n.input[1], FLOOR) {
-            return None;
-        }
-        let max_abs = n.output[0].clone();
-        let (div, n) = nodes
-            .iter()
-            .enumerate()
-            .find(|(_, n)| n.op_type == "Div" && n.input.len() == 2 && n.input[1] == max_abs)?;
-        if !is_constant(&n.input[0], LEVELS) {
-            return None;
-        }
-        let (mul, n) = sole_consumer(&n.output[0])?;
-        if n.op_type != "Mul" || n.input.first().map(String::as_str) != Some(x) {
-            return None;
-        }
-        let (add, n) = sole_consumer(&n.output[0])?;
-        if n.op_type != "Add" || n.input.len() != 2 || !is_constant(&n.input[1], ROUNDING) {
-            return None;
-        }
-        let (sub, n) = sole_consumer(&n.output[0])?;
-        if n.op_type != "Sub" || n.input.len() != 2 || !is_constant(&n.input[1], ROUNDING) {
-            return None;
-        }
-        let (cast, n) = sole_consumer(&n.output[0])?;
-        let to_int8 = n
-            .attribute
-            .iter()
-            .any(|a| a.name == "to" && a.i == DataType::Int8 as i64);
-        if n.op_type != "Cast" || !to_int8 {
-            return None;
-        }
-        Some(Chain {
-            nodes: [abs, reduce, max, div, mul, add, sub, cast],
-            quantized: n.output[0].clone(),
-            max_abs,
-        })
+    let (max, n) = graph.sole_consumer(&n.output[0])?;
+    if n.op_type != "Max" || n.input.len() != 2 || !is_constant(&n.input[1], FLOOR) {
+        return None;
     }
+    let max_abs = n.output[0].clone();
+    // `m` has a second use (the dequantization scale): the inverse is the one Div(127, m).
+    let (div, n) = (0..graph.graph.node.len())
+        .map(|i| (i, graph.node(i)))
+        .find(|(_, n)| n.op_type == "Div" && n.input.len() == 2 && n.input[1] == max_abs)?;
+    if !is_constant(&n.input[0], LEVELS) {
+        return None;
+    }
+    let (mul, n) = graph.sole_consumer(&n.output[0])?;
+    if n.op_type != "Mul" || n.input.first().map(String::as_str) != Some(x) {
+        return None;
+    }
+    let (add, n) = graph.sole_consumer(&n.output[0])?;
+    if n.op_type != "Add" || n.input.len() != 2 || !is_constant(&n.input[1], ROUNDING) {
+        return None;
+    }
+    let (sub, n) = graph.sole_consumer(&n.output[0])?;
+    if n.op_type != "Sub" || n.input.len() != 2 || !is_constant(&n.input[1], ROUNDING) {
+        return None;
+    }
+    let (cast, n) = graph.sole_consumer(&n.output[0])?;
+    let to_int8 = n
+        .attribute
+        .iter()
+        .any(|a| a.name == "to" && a.i == DataType::Int8 as i64);
+    if n.op_type != "Cast" || !to_int8 {
+        return None;
+    }
+    Some(Replacement {
+        nodes: vec![abs, reduce, max, div, mul, add, sub, cast],
+        node: NodeProto {
+            name: format!("{}.quantize_rows", node.name),
+            op_type: OP_TYPE.to_string(),
+            input: vec![x.to_string()],
+            output: vec![n.output[0].clone(), max_abs],
+            ..NodeProto::default()
+        },
+    })
 }
 
 /// The fused node while tract infers types: `x` f32 → (`q` int8 of `x`'s shape, `m` f32 with
@@ -326,65 +266,8 @@ impl TypedOp for QuantizeRows {
 
 #[cfg(all(test, feature = "workstation"))]
 mod tests {
+    use super::super::{replace, tests::shipped_graph};
     use super::*;
-    use tract_onnx::tract_hir::prelude::Framework;
-
-    fn shipped_graph() -> tract_onnx::pb::ModelProto {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("models/imdb-minilm/model.int8.onnx");
-        super::super::operators::framework()
-            .proto_model_for_path(path)
-            .expect("the shipped graph parses")
-    }
-
-    /// Logits and probabilities for one row of `ids`, from the plan of `proto`.
-    fn outputs(proto: &tract_onnx::pb::ModelProto, ids: &[i64]) -> Vec<Vec<f32>> {
-        let fact = InferenceFact::dt_shape(DatumType::I64, tvec!(1, ids.len()));
-        let plan = super::super::operators::framework()
-            .model_for_proto_model(proto)
-            .and_then(|m| m.with_input_fact(0, fact.clone()))
-            .and_then(|m| m.with_input_fact(1, fact))
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .expect("plans");
-        let row = |values: Vec<i64>| tract_ndarray::Array2::from_shape_vec((1, ids.len()), values);
-        let ids = row(ids.to_vec()).expect("shape").into_tensor();
-        let mask = row(vec![1; ids.len()]).expect("shape").into_tensor();
-        plan.run(tvec!(ids.into(), mask.into()))
-            .expect("runs")
-            .iter()
-            .map(|t| {
-                let values = t.try_as_plain_ram().expect("values in memory");
-                values.as_slice::<f32>().expect("f32 outputs").to_vec()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn every_linear_layers_quantization_is_fused_and_the_outputs_stay_bit_for_bit() {
-        let plain = shipped_graph();
-        let mut fused = plain.clone();
-        let graph = fused.graph.as_mut().expect("a graph");
-        let nodes_before = graph.node.len();
-        // Six layers × (query-key-value, attention output, intermediate, output) + the pooler.
-        assert_eq!(fuse(graph), 6 * 4 + 1);
-        assert_eq!(graph.node.len(), nodes_before - 25 * 7);
-        assert!(graph
-            .node
-            .iter()
-            .all(|n| n.op_type != "Abs" && n.op_type != "ReduceMax"));
-        let long: Vec<i64> = [101]
-            .into_iter()
-            .chain((0..60).map(|i| 2000 + 41 * i))
-            .chain([102])
-            .collect();
-        for ids in [
-            &[101, 1037, 5621, 6919, 1010, 3048, 2143, 102][..],
-            &long[..],
-        ] {
-            assert_eq!(outputs(&fused, ids), outputs(&plain, ids));
-        }
-    }
 
     #[test]
     fn rows_round_half_to_even_and_an_all_zero_row_stays_finite() {
@@ -395,6 +278,11 @@ mod tests {
         let mut q = [1i8; 3];
         assert_eq!(QuantizeRows::row(&[0.0; 3], &mut q), FLOOR);
         assert_eq!(q, [0, 0, 0]);
+        // Longer than one vector of lanes, with the largest magnitude in the remainder.
+        let x: Vec<f32> = (0..37).map(|i| i as f32 - 18.0).chain([-40.0]).collect();
+        let mut q = vec![0i8; x.len()];
+        assert_eq!(QuantizeRows::row(&x, &mut q), 40.0);
+        assert_eq!((q[0], q[18], q[37]), (-57, 0, -127));
     }
 
     #[test]
@@ -406,12 +294,11 @@ mod tests {
             .iter()
             .position(|n| n.op_type == "Abs")
             .expect("an Abs");
-        let abs_output = graph.node[abs].output[0].clone();
         let mut extra = graph.node[abs].clone();
         extra.name = "extra_use".into();
-        extra.input = vec![abs_output];
+        extra.input = vec![graph.node[abs].output[0].clone()];
         extra.output = vec!["extra_use_output".into()];
         graph.node.push(extra);
-        assert_eq!(fuse(graph), 6 * 4);
+        assert_eq!(replace(graph, find), 6 * 4);
     }
 }

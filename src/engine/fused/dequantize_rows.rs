@@ -1,0 +1,234 @@
+//! One operator for turning an int8 product back into f32: after each `MatMulInteger`,
+//! `sentimq build` writes
+//!
+//! ```text
+//! y = Add(Mul(Mul(Cast<float>(acc), w_scale), x_scale), bias)
+//! ```
+//!
+//! with `w_scale` and `bias` constant vectors (one value per output channel) and `x_scale` one
+//! value per token. tract cannot fold that into its int8 matrix product (its kernels store
+//! i32), so it runs a cast (after zero-filling its output) and an element-wise chain: three
+//! passes over the product. [`DequantizeRows`] does it in one, `((acc · w) · s) + b` in f32
+//! in that order, as tract does.
+
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::{tensor_proto::DataType, NodeProto};
+use tract_onnx::tract_hir::internal::*;
+
+use super::{Graph, Replacement};
+
+/// The operator type the fused nodes get; internal to the engine, never in a file.
+pub(super) const OP_TYPE: &str = "sentimq.DequantizeRows";
+
+/// The builder the operator register maps [`OP_TYPE`] to.
+pub(super) fn build(
+    _: &ParsingContext,
+    _: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    Ok((expand(DequantizeRowsExpansion), vec![]))
+}
+
+/// The dequantization chain whose cast is node `cast`, when it reads a `MatMulInteger`, its
+/// scale and bias are constant vectors of one length, and no intermediate value is used
+/// elsewhere.
+pub(super) fn find(graph: &Graph, cast: usize) -> Option<Replacement> {
+    let node = graph.node(cast);
+    let to_float = node
+        .attribute
+        .iter()
+        .any(|a| a.name == "to" && a.i == DataType::Float as i64);
+    if node.op_type != "Cast" || !to_float || node.input.len() != 1 {
+        return None;
+    }
+    let acc = node.input[0].as_str();
+    if graph.producer(acc)?.op_type != "MatMulInteger" {
+        return None;
+    }
+    let (per_channel, n) = graph.sole_consumer(&node.output[0])?;
+    if n.op_type != "Mul" || n.input.len() != 2 || n.input[0] != node.output[0] {
+        return None;
+    }
+    let w_scale = n.input[1].as_str();
+    let channels = graph.vector_len(w_scale)?;
+    let (per_token, n) = graph.sole_consumer(&n.output[0])?;
+    if n.op_type != "Mul" || n.input.len() != 2 || n.input[0] != graph.node(per_channel).output[0] {
+        return None;
+    }
+    let x_scale = n.input[1].as_str();
+    let (bias_add, n) = graph.sole_consumer(&n.output[0])?;
+    let reads_product = n.input.first() == Some(&graph.node(per_token).output[0]);
+    if n.op_type != "Add" || n.input.len() != 2 || !reads_product {
+        return None;
+    }
+    if graph.vector_len(&n.input[1]) != Some(channels) {
+        return None;
+    }
+    Some(Replacement {
+        nodes: vec![cast, per_channel, per_token, bias_add],
+        node: NodeProto {
+            name: format!("{}.dequantize_rows", node.name),
+            op_type: OP_TYPE.to_string(),
+            input: vec![acc, w_scale, x_scale, &n.input[1]]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            output: vec![n.output[0].clone()],
+            ..NodeProto::default()
+        },
+    })
+}
+
+/// The fused node while tract infers types: (`acc` i32, `w_scale` f32 `[n]`, `x_scale` f32,
+/// `bias` f32 `[n]`) → f32 of `acc`'s shape.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct DequantizeRowsExpansion;
+
+impl Expansion for DequantizeRowsExpansion {
+    fn name(&self) -> StaticName {
+        OP_TYPE.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 4)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[0].datum_type, DatumType::I32)?;
+        for input in &inputs[1..] {
+            s.equals(&input.datum_type, DatumType::F32)?;
+        }
+        s.equals(&outputs[0].datum_type, DatumType::F32)?;
+        s.equals(&outputs[0].shape, &inputs[0].shape)
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        model.wire_node(prefix, DequantizeRows, inputs)
+    }
+}
+
+/// Each row (last axis) `r` of `acc`: `y[r, j] = ((acc[r, j] as f32 · w[j]) · s[r]) + b[j]`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct DequantizeRows;
+
+impl DequantizeRows {
+    /// One row: with AVX2's 8-lane vectors where the CPU has them, else [`Self::row_on`] as
+    /// compiled for the target.
+    fn row(acc: &[i32], w: &[f32], s: f32, b: &[f32], y: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { Self::row_avx2(acc, w, s, b, y) };
+        }
+        Self::row_on(acc, w, s, b, y)
+    }
+
+    /// [`Self::row_on`] compiled for AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn row_avx2(acc: &[i32], w: &[f32], s: f32, b: &[f32], y: &mut [f32]) {
+        Self::row_on(acc, w, s, b, y)
+    }
+
+    #[inline(always)]
+    fn row_on(acc: &[i32], w: &[f32], s: f32, b: &[f32], y: &mut [f32]) {
+        for (((y, &a), &w), &b) in y.iter_mut().zip(acc).zip(w).zip(b) {
+            *y = ((a as f32 * w) * s) + b;
+        }
+    }
+}
+
+impl Op for DequantizeRows {
+    fn name(&self) -> StaticName {
+        "DequantizeRows".into()
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for DequantizeRows {
+    op_out_of_plan!();
+
+    fn eval(&self, _: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let (acc, w, s, b) = args_4!(inputs);
+        let shape = acc.shape();
+        let width = *shape
+            .last()
+            .context("DequantizeRows needs at least one axis")?;
+        ensure!(width > 0, "DequantizeRows needs rows of at least one value");
+        let rows = acc.len() / width;
+        ensure!(
+            w.len() == width && b.len() == width && s.len() == rows,
+            "DequantizeRows: {rows} rows of {width} with {} scales, {} token scales, {} biases",
+            w.len(),
+            s.len(),
+            b.len()
+        );
+        // SAFETY: every element is written below before anything reads it (the rows of
+        // `width` cover the output).
+        let mut y = unsafe { Tensor::uninitialized::<f32>(shape)? };
+        {
+            let (acc, w, s, b) = (
+                acc.try_as_plain_ram()?,
+                w.try_as_plain_ram()?,
+                s.try_as_plain_ram()?,
+                b.try_as_plain_ram()?,
+            );
+            let (w, b) = (w.as_slice::<f32>()?, b.as_slice::<f32>()?);
+            let mut y_view = y.try_as_plain_ram_mut()?;
+            let rows = acc
+                .as_slice::<i32>()?
+                .chunks_exact(width)
+                .zip(y_view.as_slice_mut::<f32>()?.chunks_exact_mut(width));
+            for ((acc, y), &s) in rows.zip(s.as_slice::<f32>()?) {
+                Self::row(acc, w, s, b, y);
+            }
+        }
+        Ok(tvec!(y.into_tvalue()))
+    }
+}
+
+impl TypedOp for DequantizeRows {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(
+            inputs[0].datum_type == DatumType::I32,
+            "DequantizeRows reads i32"
+        );
+        ensure!(
+            inputs[0].rank() > 0,
+            "DequantizeRows needs at least one axis"
+        );
+        Ok(tvec!(DatumType::F32.fact(inputs[0].shape.clone())))
+    }
+
+    as_op!();
+}
+
+#[cfg(all(test, feature = "workstation"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_value_gets_its_channels_scale_and_bias_and_its_rows_scale() {
+        let acc: Vec<i32> = (0..20).map(|i| i * 1000 - 7000).collect();
+        let w: Vec<f32> = (0..10).map(|j| 0.001 * (j + 1) as f32).collect();
+        let b: Vec<f32> = (0..10).map(|j| j as f32 - 5.0).collect();
+        let mut y = [0f32; 20];
+        for (row, s) in [0.5f32, 2.0].into_iter().enumerate() {
+            let cols = row * 10..row * 10 + 10;
+            DequantizeRows::row(&acc[cols.clone()], &w, s, &b, &mut y[cols]);
+        }
+        for (i, y) in y.iter().enumerate() {
+            let (row, j) = (i / 10, i % 10);
+            let s = [0.5f32, 2.0][row];
+            assert_eq!(*y, ((acc[i] as f32 * w[j]) * s) + b[j]);
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The engine's own operators, each standing for a chain of standard ONNX nodes that the int8
+//! graph spells out so that every runtime can read the file.
+//!
+//! When the engine loads a graph it replaces each chain, found by its exact shape and
+//! constants, with one node of its own ([`fuse`]). Each operator does its chain's arithmetic in
+//! the order tract does it, so a plan's outputs do not change by a bit (the tests compare them),
+//! while the activations are read and written fewer times:
+//!
+//! - `quantize_rows`: the per-token int8 quantization before each `MatMulInteger`, eight nodes
+//!   that tract runs as five passes over the activations, in two.
+//! - `dequantize_rows`: the i32 product back to f32 with its per-channel and per-token scales
+//!   and the bias, four nodes and three passes (a cast, its zero fill, a chain), in one.
+
+use std::collections::HashMap;
+
+use tract_onnx::model::OnnxOpRegister;
+use tract_onnx::pb::{tensor_proto::DataType, GraphProto, NodeProto, TensorProto};
+
+mod dequantize_rows;
+mod quantize_rows;
+
+/// Adds the fused operators' builders (their types only ever come from [`fuse`]).
+pub(super) fn register(register: &mut OnnxOpRegister) {
+    register.insert(quantize_rows::OP_TYPE, quantize_rows::build);
+    register.insert(dequantize_rows::OP_TYPE, dequantize_rows::build);
+}
+
+/// How many chains of each kind [`fuse`] replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Fused {
+    pub quantize: usize,
+    pub dequantize: usize,
+}
+
+/// Replaces every chain the engine has an operator for.
+pub(super) fn fuse(graph: &mut GraphProto) -> Fused {
+    Fused {
+        quantize: replace(graph, quantize_rows::find),
+        dequantize: replace(graph, dequantize_rows::find),
+    }
+}
+
+/// A chain found in a graph: the indices of its nodes (the last one last in the graph's order)
+/// and the node that replaces them, placed where the last one was.
+struct Replacement {
+    nodes: Vec<usize>,
+    node: NodeProto,
+}
+
+/// Replaces every chain `find` finds (it is asked at every node); returns how many.
+fn replace(graph: &mut GraphProto, find: fn(&Graph, usize) -> Option<Replacement>) -> usize {
+    let found: Vec<Replacement> = {
+        let view = Graph::new(graph);
+        (0..graph.node.len())
+            .filter_map(|i| find(&view, i))
+            .collect()
+    };
+    if found.is_empty() {
+        return 0;
+    }
+    let mut nodes: Vec<Option<NodeProto>> = graph.node.drain(..).map(Some).collect();
+    for replacement in &found {
+        for &index in &replacement.nodes {
+            nodes[index] = None;
+        }
+        if let Some(&last) = replacement.nodes.last() {
+            nodes[last] = Some(replacement.node.clone());
+        }
+    }
+    graph.node = nodes.into_iter().flatten().collect();
+    found.len()
+}
+
+/// Lookups over a graph for the chain finders.
+struct Graph<'a> {
+    graph: &'a GraphProto,
+    initializers: HashMap<&'a str, &'a TensorProto>,
+}
+
+impl<'a> Graph<'a> {
+    fn new(graph: &'a GraphProto) -> Self {
+        let initializers = graph
+            .initializer
+            .iter()
+            .map(|t| (t.name.as_str(), t))
+            .collect();
+        Graph {
+            graph,
+            initializers,
+        }
+    }
+
+    fn node(&self, index: usize) -> &'a NodeProto {
+        &self.graph.node[index]
+    }
+
+    /// The node reading `value` (and its index), when it is the only use of `value` and
+    /// `value` is not a graph output.
+    fn sole_consumer(&self, value: &str) -> Option<(usize, &'a NodeProto)> {
+        let mut users = (self.graph.node.iter().enumerate())
+            .filter(|(_, n)| n.input.iter().any(|i| i == value));
+        let first = users.next()?;
+        let is_output = self.graph.output.iter().any(|o| o.name == value);
+        (users.next().is_none() && !is_output).then_some(first)
+    }
+
+    /// The node computing `value`.
+    fn producer(&self, value: &str) -> Option<&'a NodeProto> {
+        self.graph
+            .node
+            .iter()
+            .find(|n| n.output.iter().any(|o| o == value))
+    }
+
+    /// The value of an f32 scalar initializer.
+    fn scalar(&self, name: &str) -> Option<f32> {
+        let (dims, values) = self.f32_initializer(name)?;
+        (dims.is_empty() && values.len() == 1).then(|| values[0])
+    }
+
+    /// The length of an f32 vector initializer.
+    fn vector_len(&self, name: &str) -> Option<usize> {
+        let (dims, values) = self.f32_initializer(name)?;
+        (dims.len() == 1 && dims[0] == values.len() as i64).then_some(values.len())
+    }
+
+    /// An f32 initializer's dims and values (little-endian `raw_data` or `float_data`).
+    fn f32_initializer(&self, name: &str) -> Option<(&'a [i64], std::borrow::Cow<'a, [f32]>)> {
+        let tensor = self.initializers.get(name)?;
+        if tensor.data_type != DataType::Float as i32 {
+            return None;
+        }
+        let values = if tensor.raw_data.is_empty() {
+            std::borrow::Cow::Borrowed(tensor.float_data.as_slice())
+        } else {
+            let words = tensor.raw_data.chunks_exact(4);
+            if !words.remainder().is_empty() {
+                return None;
+            }
+            let words = words.map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+            std::borrow::Cow::Owned(words.collect())
+        };
+        Some((tensor.dims.as_slice(), values))
+    }
+}
+
+#[cfg(all(test, feature = "workstation"))]
+pub(super) mod tests {
+    use super::*;
+    use tract_onnx::pb::ModelProto;
+    use tract_onnx::tract_hir::internal::*;
+
+    pub(crate) fn shipped_graph() -> ModelProto {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/imdb-minilm/model.int8.onnx");
+        crate::engine::operators::framework()
+            .proto_model_for_path(path)
+            .expect("the shipped graph parses")
+    }
+
+    /// Logits and probabilities for one row of `ids`, from the plan of `proto`.
+    fn outputs(proto: &ModelProto, ids: &[i64]) -> Vec<Vec<f32>> {
+        let fact = InferenceFact::dt_shape(DatumType::I64, tvec!(1, ids.len()));
+        let plan = crate::engine::operators::framework()
+            .model_for_proto_model(proto)
+            .and_then(|m| m.with_input_fact(0, fact.clone()))
+            .and_then(|m| m.with_input_fact(1, fact))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .expect("plans");
+        let row = |values: Vec<i64>| tract_ndarray::Array2::from_shape_vec((1, ids.len()), values);
+        let ids = row(ids.to_vec()).expect("shape").into_tensor();
+        let mask = row(vec![1; ids.len()]).expect("shape").into_tensor();
+        plan.run(tvec!(ids.into(), mask.into()))
+            .expect("runs")
+            .iter()
+            .map(|t| {
+                let values = t.try_as_plain_ram().expect("values in memory");
+                values.as_slice::<f32>().expect("f32 outputs").to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_linear_layer_is_fused_and_the_outputs_stay_bit_for_bit() {
+        let plain = shipped_graph();
+        let mut fused = plain.clone();
+        let graph = fused.graph.as_mut().expect("a graph");
+        let nodes_before = graph.node.len();
+        // Six layers × (query-key-value, attention output, intermediate, output) + the pooler.
+        let linear_layers = 6 * 4 + 1;
+        let expected = Fused {
+            quantize: linear_layers,
+            dequantize: linear_layers,
+        };
+        assert_eq!(fuse(graph), expected);
+        assert_eq!(graph.node.len(), nodes_before - linear_layers * (7 + 3));
+        let left = ["Abs", "ReduceMax", "Cast"];
+        let casts = graph
+            .node
+            .iter()
+            .filter(|n| left.contains(&n.op_type.as_str()))
+            .count();
+        assert_eq!(
+            casts, 2,
+            "only the embedding's and the mask's casts are left"
+        );
+        let long: Vec<i64> = [101]
+            .into_iter()
+            .chain((0..60).map(|i| 2000 + 41 * i))
+            .chain([102])
+            .collect();
+        for ids in [
+            &[101, 1037, 5621, 6919, 1010, 3048, 2143, 102][..],
+            &long[..],
+        ] {
+            assert_eq!(outputs(&fused, ids), outputs(&plain, ids));
+        }
+    }
+
+    #[test]
+    fn a_graph_without_int8_layers_is_left_as_it_is() {
+        let mut proto = shipped_graph();
+        let graph = proto.graph.as_mut().expect("a graph");
+        graph
+            .node
+            .retain(|n| n.op_type != "MatMulInteger" && n.op_type != "Abs");
+        let before = graph.clone();
+        assert_eq!(
+            fuse(graph),
+            Fused {
+                quantize: 0,
+                dequantize: 0
+            }
+        );
+        assert_eq!(*graph, before);
+    }
+}
