@@ -446,24 +446,30 @@ impl Expansion for MatMulInteger {
 }
 
 #[cfg(all(test, feature = "workstation"))]
-mod tests {
+pub(super) mod tests {
     use super::*;
+    use tract_onnx::pb::ModelProto;
     use tract_onnx::tract_hir::prelude::Framework;
 
-    fn shipped_graph() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/imdb-minilm/model.int8.onnx")
+    /// The shipped int8 graph, parsed.
+    pub(crate) fn shipped_graph() -> ModelProto {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("models/imdb-minilm/model.int8.onnx");
+        framework()
+            .proto_model_for_path(path)
+            .expect("the shipped graph parses")
     }
 
-    /// The shipped graph's logits and probabilities for one row of `ids`, planned by `onnx`.
-    fn outputs(onnx: &Onnx, ids: &[i64]) -> Vec<Vec<f32>> {
+    /// Logits and probabilities for one row of `ids`, from `onnx`'s plan of `proto`.
+    pub(crate) fn outputs(onnx: &Onnx, proto: &ModelProto, ids: &[i64]) -> Vec<Vec<f32>> {
         let fact = InferenceFact::dt_shape(DatumType::I64, tvec!(1, ids.len()));
         let plan = onnx
-            .model_for_path(shipped_graph())
+            .model_for_proto_model(proto)
             .and_then(|m| m.with_input_fact(0, fact.clone()))
             .and_then(|m| m.with_input_fact(1, fact))
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
-            .expect("the shipped graph plans");
+            .expect("the graph plans");
         let row = |values: Vec<i64>| tract_ndarray::Array2::from_shape_vec((1, ids.len()), values);
         let ids = row(ids.to_vec()).expect("shape").into_tensor();
         let mask = row(vec![1; ids.len()]).expect("shape").into_tensor();
@@ -482,27 +488,23 @@ mod tests {
         // "[CLS] a truly wonderful , moving film [SEP]" in the shipped vocabulary, and a longer row.
         let short = [101, 1037, 5621, 6919, 1010, 3048, 2143, 102];
         let long: Vec<i64> = (0..40).map(|i| 1000 + 37 * i).chain([102]).collect();
+        let graph = shipped_graph();
         for ids in [&short[..], &long[..]] {
             assert_eq!(
-                outputs(&framework(), ids),
-                outputs(&tract_onnx::onnx(), ids)
+                outputs(&framework(), &graph, ids),
+                outputs(&tract_onnx::onnx(), &graph, ids)
             );
         }
     }
 
     #[test]
     fn the_shipped_graph_uses_only_registered_operators() {
-        let proto = framework()
-            .proto_model_for_path(shipped_graph())
-            .expect("parses");
-        assert_eq!(unsupported(&proto), None);
+        assert_eq!(unsupported(&shipped_graph()), None);
     }
 
     #[test]
     fn other_operators_and_opsets_are_refused_by_name() {
-        let mut proto = framework()
-            .proto_model_for_path(shipped_graph())
-            .expect("parses");
+        let mut proto = shipped_graph();
         let graph = proto.graph.as_mut().expect("a graph");
         for (node, op) in graph.node.iter_mut().zip(["Relu", "Conv", "Relu"]) {
             node.op_type = op.to_string();
@@ -513,9 +515,7 @@ mod tests {
             "{reason}"
         );
 
-        let mut proto = framework()
-            .proto_model_for_path(shipped_graph())
-            .expect("parses");
+        let mut proto = shipped_graph();
         for import in &mut proto.opset_import {
             import.version = 18;
         }

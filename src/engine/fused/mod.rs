@@ -145,41 +145,10 @@ impl<'a> Graph<'a> {
 }
 
 #[cfg(all(test, feature = "workstation"))]
-pub(super) mod tests {
+mod tests {
     use super::*;
-    use tract_onnx::pb::ModelProto;
-    use tract_onnx::tract_hir::internal::*;
-
-    pub(crate) fn shipped_graph() -> ModelProto {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("models/imdb-minilm/model.int8.onnx");
-        crate::engine::operators::framework()
-            .proto_model_for_path(path)
-            .expect("the shipped graph parses")
-    }
-
-    /// Logits and probabilities for one row of `ids`, from the plan of `proto`.
-    fn outputs(proto: &ModelProto, ids: &[i64]) -> Vec<Vec<f32>> {
-        let fact = InferenceFact::dt_shape(DatumType::I64, tvec!(1, ids.len()));
-        let plan = crate::engine::operators::framework()
-            .model_for_proto_model(proto)
-            .and_then(|m| m.with_input_fact(0, fact.clone()))
-            .and_then(|m| m.with_input_fact(1, fact))
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .expect("plans");
-        let row = |values: Vec<i64>| tract_ndarray::Array2::from_shape_vec((1, ids.len()), values);
-        let ids = row(ids.to_vec()).expect("shape").into_tensor();
-        let mask = row(vec![1; ids.len()]).expect("shape").into_tensor();
-        plan.run(tvec!(ids.into(), mask.into()))
-            .expect("runs")
-            .iter()
-            .map(|t| {
-                let values = t.try_as_plain_ram().expect("values in memory");
-                values.as_slice::<f32>().expect("f32 outputs").to_vec()
-            })
-            .collect()
-    }
+    use crate::engine::operators::framework;
+    use crate::engine::operators::tests::{outputs, shipped_graph};
 
     #[test]
     fn every_linear_layer_is_fused_and_the_outputs_stay_bit_for_bit() {
@@ -214,7 +183,10 @@ pub(super) mod tests {
             &[101, 1037, 5621, 6919, 1010, 3048, 2143, 102][..],
             &long[..],
         ] {
-            assert_eq!(outputs(&fused, ids), outputs(&plain, ids));
+            assert_eq!(
+                outputs(&framework(), &fused, ids),
+                outputs(&framework(), &plain, ids)
+            );
         }
     }
 

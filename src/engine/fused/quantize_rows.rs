@@ -266,8 +266,9 @@ impl TypedOp for QuantizeRows {
 
 #[cfg(all(test, feature = "workstation"))]
 mod tests {
-    use super::super::{replace, tests::shipped_graph};
+    use super::super::replace;
     use super::*;
+    use crate::engine::operators::tests::shipped_graph;
 
     #[test]
     fn rows_round_half_to_even_and_an_all_zero_row_stays_finite() {
