@@ -91,11 +91,11 @@ fn default_model_is_complete_and_small() {
     );
 }
 
-/// The committed training records (`training/`) are the runs the card describes: stage 2
-/// started from stage 1's adapter, on the same validation split, with more spans per review,
-/// and its report's calibration is the committed adapter's.
+/// The committed training records (`training/`) are the runs the card describes: stages 2
+/// and 3 each started from the previous stage's adapter, on the same validation split, with
+/// more spans per review, and the last report's calibration is the committed adapter's.
 #[test]
-fn training_records_describe_the_two_stage_recipe() {
+fn training_records_describe_the_three_stage_recipe() {
     let training = default_model().join("training");
     let read = |file: &str| -> serde_json::Value {
         let path = training.join(file);
@@ -103,49 +103,55 @@ fn training_records_describe_the_two_stage_recipe() {
             .unwrap_or_else(|e| panic!("{} is missing or unreadable: {e}", path.display()));
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     };
-    let (stage1, stage2) = (read("stage1-report.json"), read("report.json"));
-    for file in [
-        "curve.png",
-        "reliability.png",
-        "stage1-curve.png",
-        "stage1-reliability.png",
-    ] {
-        assert!(training.join(file).is_file(), "training/{file} is missing");
+    let stages = [
+        read("stage1-report.json"),
+        read("stage2-report.json"),
+        read("report.json"),
+    ];
+    for prefix in ["stage1-", "stage2-", ""] {
+        for file in ["curve.png", "reliability.png"] {
+            let file = format!("{prefix}{file}");
+            assert!(training.join(&file).is_file(), "training/{file} is missing");
+        }
     }
     assert!(
-        stage2["config"]["init_from"].is_string(),
-        "stage 2 starts from stage 1's adapter"
-    );
-    assert!(
-        stage1["config"]["init_from"].is_null(),
+        stages[0]["config"]["init_from"].is_null(),
         "stage 1 starts fresh"
     );
-    for field in [
-        "base",
-        "data",
-        "limit",
-        "seed",
-        "validation_fraction",
-        "max_len",
-        "head_len",
-    ] {
-        assert_eq!(
-            stage1["config"][field], stage2["config"][field],
-            "both stages share {field}"
+    for (number, pair) in stages.windows(2).enumerate() {
+        let (earlier, later) = (&pair[0], &pair[1]);
+        let stage = number + 2;
+        assert!(
+            later["config"]["init_from"].is_string(),
+            "stage {stage} starts from the previous stage's adapter"
+        );
+        for field in [
+            "base",
+            "data",
+            "limit",
+            "seed",
+            "validation_fraction",
+            "max_len",
+            "head_len",
+        ] {
+            assert_eq!(
+                earlier["config"][field], later["config"][field],
+                "stage {stage} shares {field} with the stage before"
+            );
+        }
+        assert!(
+            later["config"]["spans_per_review"].as_u64()
+                > earlier["config"]["spans_per_review"].as_u64(),
+            "stage {stage} trains on more spans per review"
         );
     }
-    assert!(
-        stage2["config"]["spans_per_review"].as_u64()
-            > stage1["config"]["spans_per_review"].as_u64(),
-        "stage 2 trains on more spans per review"
-    );
     let calibration = Calibration::read(&default_model().join("adapter"))
         .expect("adapter/calibration.json is readable")
         .expect("the shipped adapter is calibrated");
     assert_eq!(
-        stage2["calibration"]["temperature"].as_f64(),
+        stages[2]["calibration"]["temperature"].as_f64(),
         Some(calibration.temperature),
-        "the committed adapter is stage 2's"
+        "the committed adapter is stage 3's"
     );
 }
 
