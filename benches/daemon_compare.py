@@ -2,13 +2,22 @@
 
 Each round starts one daemon, waits for its retained `online`, sends --messages QoS 1 texts
 (the first --chars characters of IMDB test reviews, negative and positive interleaved, cut at a
-word) on `sentimq/classify/bench/<n>`, at most --window of them unanswered, and times the
+word) on `sentimq/classify/bench/<run>/<n>`, at most --window of them unanswered, and times the
 answers (results or error replies) on `sentimq/result/#` and `sentimq/error`; then the other
 daemon. Rounds alternate. Prints one JSON line per run, then the ratio of the mean messages per
 second (sentimqd / Python peer) as the last line.
 
+With --rate R the texts are sent at a steady R per second instead (the load of a device that
+is not saturated), and each run also reports the latency from publishing a message to its
+answer (p50, p95) and the daemon's CPU use in cores (its user + system time over the run,
+from /proc); the last lines compare those.
+
   python3 benches/daemon_compare.py --sentimqd target/release/sentimqd \
-      --sentimqd-args "--workers 2 --intra-op-threads 1"
+      --sentimqd-args "--workers 2 --intra-op-threads 1" --peer-graph model.ort-int8.onnx
+
+The peer runs the model's default graph unless --peer-graph names another ONNX file: on
+x86_64, onnxruntime runs its own `quantize_dynamic` output of model.onnx several times faster
+than sentimq's int8 file (benches/ort_compare.py), so that is the fair peer.
 
 Needs mosquitto, ../shared's IMDB archive (or --data) and the peer's packages (paho-mqtt,
 onnxruntime, numpy, tokenizers).
@@ -82,6 +91,9 @@ class Load:
         self.port = port
         self.answered = set()
         self.errors = 0
+        self.sent_at = {}
+        self.latencies = []
+        self.tag = "r0"
         self.online = threading.Event()
         self.progress = threading.Condition()
         self.sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub")
@@ -104,27 +116,45 @@ class Load:
             source = json.loads(message.payload).get("source_topic", "")
         else:
             source = message.topic[len("sentimq/result/"):]
+        arrived = time.perf_counter()
+        # Only this run's messages count (`bench/<tag>/<n>`): a late answer from an earlier
+        # run reuses no topic.
+        tag, _, n = source.rpartition("/")
         with self.progress:
-            self.answered.add(source)
+            if not tag.endswith("/" + self.tag):
+                return
+            if n not in self.answered:
+                sent = self.sent_at.get(n)
+                if sent is not None:
+                    self.latencies.append(arrived - sent)
+            self.answered.add(n)
             self.progress.notify_all()
 
-    def reset(self):
+    def reset(self, tag):
         self.pub.publish("sentimq/status", b"", qos=1, retain=True).wait_for_publish(5)
         time.sleep(0.2)
         self.online.clear()
         with self.progress:
             self.answered = set()
             self.errors = 0
+            self.sent_at = {}
+            self.latencies = []
+            self.tag = tag
 
-    def run(self, texts, window, timeout):
+    def run(self, texts, window, timeout, rate=0.0):
+        """Sends `texts` (at `rate` per second, or as fast as `window` allows) and waits for
+        every answer; returns the seconds taken."""
         started = time.perf_counter()
         for n, text in enumerate(texts):
+            if rate > 0:
+                time.sleep(max(started + n / rate - time.perf_counter(), 0.0))
             with self.progress:
                 deadline = time.monotonic() + timeout
                 while n - len(self.answered) >= window:
                     if not self.progress.wait(timeout=max(deadline - time.monotonic(), 0)):
                         sys.exit(f"daemon_compare: no answer for {timeout} s at message {n}")
-            self.pub.publish(f"sentimq/classify/bench/{n}", text.encode(), qos=1)
+                self.sent_at[str(n)] = time.perf_counter()
+            self.pub.publish(f"sentimq/classify/bench/{self.tag}/{n}", text.encode(), qos=1)
         with self.progress:
             deadline = time.monotonic() + timeout
             while len(self.answered) < len(texts):
@@ -133,13 +163,29 @@ class Load:
         return time.perf_counter() - started
 
 
-def start(kind, args, port):
+def cpu_seconds(pid):
+    """User + system CPU time of process `pid` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    return ordered[min(int(len(ordered) * p), len(ordered) - 1)] if ordered else float("nan")
+
+
+def start(kind, args, port, round_):
     if kind == "sentimqd":
+        # A new session each round: with one client id the broker would keep the messages of
+        # the peer's round for sentimqd's persistent session and deliver them in its next.
         command = [args.sentimqd, "run", "--server", f"mqtt://127.0.0.1:{port}",
+                   "--client-id", f"daemon-compare-{round_}",
                    "--model", str(args.model), *shlex.split(args.sentimqd_args)]
     else:
         command = [sys.executable, str(HERE / "mqtt_peer.py"), "--server", f"127.0.0.1:{port}",
                    "--model", str(args.model), "--threads", str(args.peer_threads)]
+        if args.peer_graph:
+            command += ["--graph", str(args.peer_graph)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -155,6 +201,11 @@ def main():
     parser.add_argument("--window", type=int, default=768)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--peer-threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--peer-graph", type=Path,
+                        help="ONNX file the peer runs instead of the model's default graph "
+                             "(e.g. onnxruntime's quantize_dynamic of model.onnx)")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="messages per second (0: as fast as the window allows)")
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
     if not Path(args.sentimqd).is_file():
@@ -167,28 +218,42 @@ def main():
         try:
             load = Load(port)
             rates = {"sentimqd": [], "python": []}
+            steady = {"sentimqd": [], "python": []}
             for round_ in range(1, args.rounds + 1):
                 for kind in rates:
-                    load.reset()
-                    daemon = start(kind, args, port)
+                    load.reset(f"{kind}-{round_}")
+                    daemon = start(kind, args, port, round_)
                     try:
                         if not load.online.wait(args.timeout):
                             sys.exit(f"daemon_compare: {kind} never came online: "
                                      f"{daemon.stderr.read1().decode(errors='replace')}")
-                        seconds = load.run(texts, args.window, args.timeout)
+                        cpu_before = cpu_seconds(daemon.pid)
+                        seconds = load.run(texts, args.window, args.timeout, args.rate)
+                        cores = (cpu_seconds(daemon.pid) - cpu_before) / seconds
                     finally:
                         daemon.send_signal(signal.SIGTERM)
                         daemon.wait(timeout=30)
                     rate = len(texts) / seconds
                     rates[kind].append(rate)
-                    print(json.dumps({"daemon": kind, "round": round_, "messages": len(texts),
-                                      "errors": load.errors, "seconds": round(seconds, 3),
-                                      "messages_per_s": round(rate, 1)}), flush=True)
+                    report = {"daemon": kind, "round": round_, "messages": len(texts),
+                              "errors": load.errors, "seconds": round(seconds, 3),
+                              "messages_per_s": round(rate, 1)}
+                    if args.rate > 0:
+                        p50, p95 = (percentile(load.latencies, p) * 1e3 for p in (0.5, 0.95))
+                        steady[kind].append((p50, cores))
+                        report.update(p50_ms=round(p50, 2), p95_ms=round(p95, 2),
+                                      cpu_cores=round(cores, 3))
+                    print(json.dumps(report), flush=True)
         finally:
             broker.terminate()
             broker.wait()
     mean = {kind: sum(r) / len(r) for kind, r in rates.items()}
     print(f"sentimqd {mean['sentimqd']:.1f} msg/s, python peer {mean['python']:.1f} msg/s")
+    if args.rate > 0:
+        for kind, runs in steady.items():
+            p50 = sum(r[0] for r in runs) / len(runs)
+            cores = sum(r[1] for r in runs) / len(runs)
+            print(f"{kind} at {args.rate:g} msg/s: p50 {p50:.2f} ms, {cores:.3f} cores")
     print(f"ratio {mean['sentimqd'] / mean['python']:.2f}")
 
 

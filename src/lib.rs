@@ -11,6 +11,7 @@
 
 #[cfg(feature = "workstation")]
 pub mod adapter;
+pub mod allocator;
 #[cfg(feature = "workstation")]
 pub mod bench;
 #[cfg(feature = "workstation")]

@@ -160,7 +160,7 @@ pub fn warm_up_in_background(
                 ),
             }
             drop(served);
-            return_freed_memory();
+            crate::allocator::return_freed_memory();
         });
     if let Err(e) = spawned {
         warn!("cannot start the thread that builds plans in the background; they are built on first use: {e}");
@@ -174,18 +174,6 @@ fn lower_this_threads_priority() {
     // calling thread (a thread's nice value is its own).
     unsafe {
         libc::setpriority(libc::PRIO_PROCESS, 0, 19);
-    }
-}
-
-/// Hands memory the allocator holds free back to the kernel. Loading and optimizing a model
-/// frees much more than it keeps, and after a reload the old model's pages are free too, but
-/// glibc returns only the top of each heap by itself; `malloc_trim` releases every free page.
-/// A no-op on other C libraries.
-pub fn return_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes no pointers; it walks glibc's own heaps under their locks.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

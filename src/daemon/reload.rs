@@ -184,7 +184,7 @@ impl Reloader {
                     "model reload refused, still serving the old model: {problem}"
                 );
                 // A refusal after loading freed a whole model.
-                tokio::task::spawn_blocking(model::return_freed_memory);
+                tokio::task::spawn_blocking(crate::allocator::return_freed_memory);
                 to_bytes(&Outcome {
                     ok: false,
                     trigger: trigger.name(),
@@ -224,7 +224,7 @@ async fn release(old: Arc<Served>) {
     if Arc::strong_count(&old) == 1 {
         tokio::task::spawn_blocking(move || {
             drop(old);
-            model::return_freed_memory();
+            crate::allocator::return_freed_memory();
         });
     }
 }

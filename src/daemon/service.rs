@@ -47,6 +47,8 @@ pub fn run_until(
 ) -> Result<(), Error> {
     let config = loaded.config;
     logging::init(&config.log);
+    // Each run's activations are reused by the next; the inference threads trim when idle.
+    crate::allocator::keep_freed_memory();
     info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %loaded.file.as_deref().map_or("(none)".into(), |p: &Path| p.display().to_string()),
@@ -87,7 +89,7 @@ pub fn run_until(
             warn!(model = %model.identity, "self-test failed, serving the model anyway: {problem}")
         }
     }
-    model::return_freed_memory();
+    crate::allocator::return_freed_memory();
     let server = config.server().map_err(|e| {
         Error::Config(super::config::ConfigError::Invalid {
             key: "mqtt.server",

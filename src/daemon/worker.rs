@@ -20,7 +20,7 @@ use tracing::error;
 use super::config::InputConfig;
 use super::contract::{self, ErrorCode, Rejection, Replier};
 use super::message::{Inbound, Outbound};
-use super::model::{self, ModelSlot, Served};
+use super::model::{ModelSlot, Served};
 use super::stats::Stats;
 use super::Error;
 use crate::classifier::{self, Classifier};
@@ -170,7 +170,7 @@ impl Worker {
                     // Idle for a poll interval after work: the activations of long texts
                     // (megabytes each) stay in glibc's heaps until trimmed.
                     if std::mem::take(&mut self.ran_since_trim) {
-                        model::return_freed_memory();
+                        crate::allocator::return_freed_memory();
                     }
                 }
                 Err(flume::RecvTimeoutError::Disconnected) => break None,

@@ -34,7 +34,10 @@ use crate::tokenizer::TokenBatch;
 
 mod fused;
 mod operators;
+mod packing;
 mod plans;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod softmax_rows;
 
 pub use plans::EngineOptions;
 use plans::{bucket, buckets_up_to, PlanCache, Shape};

@@ -259,6 +259,7 @@ impl PlanCache {
             .and_then(|m| m.into_optimized())
             .map_err(bad)?;
         lock(&self.constants).share(&mut optimized).map_err(bad)?;
+        super::packing::swap_packers(&mut optimized).map_err(bad)?;
         optimized.into_runnable().map_err(bad)
     }
 }

@@ -77,6 +77,9 @@ impl ModelArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Inference reuses each run's activations instead of faulting them in again (training sets
+    // its own allocator tunables).
+    sentimq::allocator::keep_freed_memory();
     let result = match cli.command {
         Command::Build(args) => build::run(args),
         Command::Classify(args) => classify::run(args),
