@@ -10,7 +10,7 @@ second (sentimqd / Python peer) as the last line.
 With --rate R the texts are sent at a steady R per second instead (the load of a device that
 is not saturated), and each run also reports the latency from publishing a message to its
 answer (p50, p95) and the daemon's CPU use in cores (its user + system time over the run,
-from /proc); the last lines compare those.
+from /proc; also by thread name, clock ticks of 10 ms); the last lines compare those.
 
   python3 benches/daemon_compare.py --sentimqd target/release/sentimqd \
       --sentimqd-args "--workers 2 --intra-op-threads 1" --peer-graph model.ort-int8.onnx
@@ -169,6 +169,20 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_seconds(pid):
+    """CPU seconds of each thread of `pid` so far, summed by thread name."""
+    by_name = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        by_name[name] = by_name.get(name, 0.0) + seconds
+    return by_name
+
+
 def percentile(values, p):
     ordered = sorted(values)
     return ordered[min(int(len(ordered) * p), len(ordered) - 1)] if ordered else float("nan")
@@ -228,8 +242,11 @@ def main():
                             sys.exit(f"daemon_compare: {kind} never came online: "
                                      f"{daemon.stderr.read1().decode(errors='replace')}")
                         cpu_before = cpu_seconds(daemon.pid)
+                        threads_before = thread_cpu_seconds(daemon.pid)
                         seconds = load.run(texts, args.window, args.timeout, args.rate)
                         cores = (cpu_seconds(daemon.pid) - cpu_before) / seconds
+                        threads = {name: round((used - threads_before.get(name, 0.0)) / seconds, 3)
+                                   for name, used in thread_cpu_seconds(daemon.pid).items()}
                     finally:
                         daemon.send_signal(signal.SIGTERM)
                         daemon.wait(timeout=30)
@@ -242,7 +259,8 @@ def main():
                         p50, p95 = (percentile(load.latencies, p) * 1e3 for p in (0.5, 0.95))
                         steady[kind].append((p50, cores))
                         report.update(p50_ms=round(p50, 2), p95_ms=round(p95, 2),
-                                      cpu_cores=round(cores, 3))
+                                      cpu_cores=round(cores, 3),
+                                      cores_by_thread={n: c for n, c in threads.items() if c > 0})
                     print(json.dumps(report), flush=True)
         finally:
             broker.terminate()

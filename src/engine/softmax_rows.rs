@@ -58,9 +58,10 @@ unsafe fn rows_avx2(rows: &mut [f32], row_len: usize) {
     rows_on(rows, row_len)
 }
 
-/// Every row's softmax; the loops vectorize on whatever vector unit the caller is compiled for.
+/// Every row's softmax; the loops vectorize on whatever vector unit the caller is compiled for
+/// (also the fused attention's, inlined into its kernels).
 #[inline(always)]
-fn rows_on(rows: &mut [f32], row_len: usize) {
+pub(super) fn rows_on(rows: &mut [f32], row_len: usize) {
     for row in rows.chunks_exact_mut(row_len) {
         let mut lanes = [f32::NEG_INFINITY; LANES];
         let mut chunks = row.chunks_exact(LANES);

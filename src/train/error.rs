@@ -150,8 +150,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Saving the adapter failed.
-    #[error("saving the adapter")]
+    /// Reading, merging or saving a LoRA adapter failed.
+    #[error("the LoRA adapter (reading, merging or saving it)")]
     Adapter(#[from] crate::adapter::Error),
     /// A tensor operation failed (shape bug, device error, out of device memory).
     #[error("{context}")]

@@ -1,15 +1,18 @@
 //! `--init-from`: start a run's trainable tensors from the kept model of an earlier run instead
 //! of a fresh initialisation — a second training stage (e.g. more short spans, a lower learning
-//! rate) on top of a first.
+//! rate) on top of a first. A `--full` run may also start from a LoRA adapter: the adapter is
+//! merged into the base's weights first (`W + α/r · B·A`, its pooler and classifier as saved),
+//! so full fine-tuning goes on from where the adapter's training stopped.
 
 use std::path::Path;
 
-use crate::checkpoint::TensorMap;
+use crate::checkpoint::{BertConfig, TensorMap};
 
 use super::{output, Error, TrainConfig};
 
 /// Replaces every trainable tensor of `weights` (names for which `is_trainable` holds) with the
-/// kept model in `dir` (an `adapter/` directory, or `model/` with `--full`).
+/// kept model in `dir` (an `adapter/` directory, or `model/` with `--full`; with `--full`, an
+/// adapter directory is merged into `weights` instead — see the module's documentation).
 ///
 /// Errors: [`Error::InitMismatch`] when `dir` lacks one of the run's trainable tensors, holds one
 /// the run does not train, has another shape, or (LoRA) another alpha — i.e. it was trained with
@@ -20,7 +23,13 @@ pub(crate) fn apply(
     is_trainable: &dyn Fn(&str) -> bool,
     dir: &Path,
     config: &TrainConfig,
+    bert: &BertConfig,
 ) -> Result<(), Error> {
+    if config.full && dir.join(crate::adapter::CONFIG_FILE).is_file() {
+        check_same_split(dir, config)?;
+        let adapter = crate::adapter::LoraAdapter::load(dir)?;
+        return adapter.merge_into(weights, bert).map_err(Error::from);
+    }
     let mismatch = |reason: String| Error::InitMismatch {
         dir: dir.to_path_buf(),
         reason,

@@ -33,6 +33,7 @@
 //! # Ok::<(), sentimq::train::Error>(())
 //! ```
 
+mod adamw_cpu;
 pub mod batches;
 mod checkpoint;
 mod config;

@@ -10,6 +10,7 @@ use candle_core::{backprop::GradStore, Result, Tensor, Var};
 
 use crate::checkpoint::TensorMap;
 
+use super::adamw_cpu;
 use super::params::{download, upload};
 use super::RestoreError;
 
@@ -118,7 +119,8 @@ impl AdamW {
 
     /// Clips the accumulated gradients to global norm `max_norm` (as
     /// `torch.nn.utils.clip_grad_norm_`), applies one AdamW update at `lr` and clears the
-    /// gradients. Returns the norm before clipping.
+    /// gradients. Returns the norm before clipping. Contiguous f32 tensors on the CPU are
+    /// updated in place ([`adamw_cpu`]), others through candle's tensor ops.
     pub fn step(&mut self, lr: f64, max_norm: Option<f64>) -> Result<f64> {
         let norm = self.gradient_norm()?;
         let clip = match max_norm {
@@ -139,15 +141,31 @@ impl AdamW {
             let Some(grad) = slot.gradient.take() else {
                 continue;
             };
+            let theta = slot.var.as_tensor();
+            let decay = if slot.decays { weight_decay } else { 0.0 };
+            let grad = grad.contiguous()?;
+            if adamw_cpu::applies(&[theta, &grad, &slot.first_moment, &slot.second_moment]) {
+                adamw_cpu::MovingAverage::new(beta1, clip, false)
+                    .apply(&slot.first_moment, &grad)?;
+                adamw_cpu::MovingAverage::new(beta2, clip, true)
+                    .apply(&slot.second_moment, &grad)?;
+                adamw_cpu::Update {
+                    keep: (1.0 - lr * decay) as f32,
+                    step: (lr / correction1) as f32,
+                    inv_root_correction2: (1.0 / correction2.sqrt()) as f32,
+                    eps: eps as f32,
+                }
+                .apply(theta, &slot.first_moment, &slot.second_moment)?;
+                continue;
+            }
             let grad = if clip < 1.0 { (grad * clip)? } else { grad };
             slot.first_moment = ((&slot.first_moment * beta1)? + (&grad * (1.0 - beta1))?)?;
             slot.second_moment = ((&slot.second_moment * beta2)? + (grad.sqr()? * (1.0 - beta2))?)?;
             let m_hat = (&slot.first_moment / correction1)?;
             let v_hat = (&slot.second_moment / correction2)?;
             let update = (m_hat / (v_hat.sqrt()? + eps)?)?;
-            let theta = slot.var.as_tensor();
-            let decayed = if slot.decays && weight_decay > 0.0 {
-                (theta * (1.0 - lr * weight_decay))?
+            let decayed = if decay > 0.0 {
+                (theta * (1.0 - lr * decay))?
             } else {
                 theta.clone()
             };
@@ -233,6 +251,40 @@ mod tests {
             .unwrap();
         for (f, e) in found.iter().zip(expected) {
             assert!((f - e).abs() < 1e-6, "{found:?} vs {expected:?}");
+        }
+    }
+
+    /// The in-place f32 path (taken for f32 on the CPU) gives candle's tensor-op path's
+    /// parameters and moments (taken here for f64) over several clipped, decayed updates.
+    #[test]
+    fn in_place_update_matches_the_tensor_ops() {
+        let values: Vec<f64> = (0..257)
+            .map(|i| ((i * 37 % 101) as f64 - 50.0) / 17.0)
+            .collect();
+        let run = |dtype: DType| {
+            let init = Tensor::from_slice(&values, (257,), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let var = Var::from_tensor(&init).unwrap();
+            let name = "w.weight".to_string();
+            let mut adam = AdamW::new([(&name, &var)], AdamWConfig::default()).unwrap();
+            for _ in 0..3 {
+                let loss = (var.as_tensor().sqr().unwrap().sum_all().unwrap() * 0.5).unwrap();
+                adam.accumulate(&loss.backward().unwrap()).unwrap();
+                adam.step(0.05, Some(10.0)).unwrap();
+            }
+            let as_f64 = |t: &Tensor| t.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+            let moments = adam.moments_to_host().unwrap();
+            (as_f64(var.as_tensor()), moments["v.w.weight"].data.clone())
+        };
+        let (fast, fast_v) = run(DType::F32);
+        let (ops, ops_v) = run(DType::F64);
+        for (f, o) in fast.iter().zip(&ops) {
+            assert!((f - o).abs() < 1e-5, "{f} vs {o}");
+        }
+        for (f, o) in fast_v.iter().zip(&ops_v) {
+            assert!((f - o).abs() < 1e-5 * o.abs().max(1.0), "{f} vs {o}");
         }
     }
 

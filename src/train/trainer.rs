@@ -88,7 +88,7 @@ pub fn build_model(config: &TrainConfig, dtype: DType) -> Result<Setup, Error> {
             || name.starts_with("classifier.")
     };
     if let Some(dir) = &config.init_from {
-        super::init::apply(&mut weights, &is_trainable, dir, config)?;
+        super::init::apply(&mut weights, &is_trainable, dir, config, &base.config)?;
     }
     let params = Parameters::new(&weights, is_trainable, dtype, &device)
         .context("uploading the parameters")?;

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use candle_core::{DType, Tensor};
+use sentimq::adapter::LoraAdapter;
+use sentimq::checkpoint::Checkpoint;
 use sentimq::data::{self, Split};
 use sentimq::engine::Engine;
 use sentimq::export::{self, BuildOptions, Precision};
@@ -352,6 +354,27 @@ fn train_init_from_starts_from_an_earlier_runs_adapter() {
             "{error}"
         );
     }
+
+    // `--full` from the adapter: every weight starts as the base merged with the adapter.
+    let mut full = second.clone();
+    full.full = true;
+    let started = train::build_model(&full, DType::F32)
+        .expect("full fine-tuning from an adapter")
+        .params
+        .trainable_to_host()
+        .expect("trainable tensors");
+    let checkpoint = Checkpoint::load(&base).expect("the base");
+    let mut merged = checkpoint.tensors.clone();
+    let adapter = LoraAdapter::load(&kept).expect("the kept adapter");
+    adapter
+        .merge_into(&mut merged, &checkpoint.config)
+        .expect("merging");
+    assert_eq!(started.len(), merged.len());
+    for (name, tensor) in &merged {
+        assert_eq!(started[name].data, tensor.data, "{name}");
+    }
+    let query = "encoder.layer.0.attention.self.query.weight";
+    assert_ne!(started[query].data, checkpoint.tensors[query].data);
 }
 
 /// Bad input through the binary: each error names the cause.

@@ -10,22 +10,38 @@
 //! i32), so it runs a cast (after zero-filling its output) and an element-wise chain: three
 //! passes over the product. [`DequantizeRows`] does it in one, `((acc · w) · s) + b` in f32
 //! in that order, as tract does.
+//!
+//! The intermediate layer's product then goes through the exact GELU as `sentimq build`
+//! writes it, `y · (erf(y · c) + 1)` (`c` = 1/√2; the ½ is folded into the next weights):
+//! four more passes in tract, and a copy of `y` (read twice). [`find_gelu`] folds it into
+//! the same operator, row by row, with tract's own erf kernel and tract's order of
+//! operations, so its outputs stay bit-identical too.
 
 use tract_onnx::model::ParsingContext;
-use tract_onnx::pb::{tensor_proto::DataType, NodeProto};
+use tract_onnx::pb::{attribute_proto::AttributeType, tensor_proto::DataType};
+use tract_onnx::pb::{AttributeProto, NodeProto};
 use tract_onnx::tract_hir::internal::*;
+
+use tract_linalg::element_wise::ElementWise;
 
 use super::{Graph, Replacement};
 
 /// The operator type the fused nodes get; internal to the engine, never in a file.
 pub(super) const OP_TYPE: &str = "sentimq.DequantizeRows";
 
+/// The attribute holding the GELU's `c`, when the node ends in one.
+const GELU_SCALE: &str = "gelu_scale";
+
 /// The builder the operator register maps [`OP_TYPE`] to.
 pub(super) fn build(
     _: &ParsingContext,
-    _: &NodeProto,
+    node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    Ok((expand(DequantizeRowsExpansion), vec![]))
+    let gelu = node.get_attr_opt::<f32>(GELU_SCALE)?.map(f32::to_bits);
+    Ok((
+        expand(DequantizeRowsExpansion(DequantizeRows { gelu })),
+        vec![],
+    ))
 }
 
 /// The dequantization chain whose cast is node `cast`, when it reads a `MatMulInteger`, its
@@ -78,10 +94,68 @@ pub(super) fn find(graph: &Graph, cast: usize) -> Option<Replacement> {
     })
 }
 
+/// The GELU reading fused node `dequantize`'s output `y`: `Mul(y, Add(Erf(Mul(y, c)), 1))`
+/// with `c` a constant scalar, when nothing else reads `y` or the steps between.
+pub(super) fn find_gelu(graph: &Graph, dequantize: usize) -> Option<Replacement> {
+    let node = graph.node(dequantize);
+    let has_gelu = node.attribute.iter().any(|a| a.name == GELU_SCALE);
+    if node.op_type != OP_TYPE || has_gelu {
+        return None;
+    }
+    let y = &node.output[0];
+    let [(scaled_index, scaled), (product_index, product)] = graph.consumers(y)?;
+    let (scaled_index, scaled, product_index, product) = if scaled.input[0] == *y
+        && scaled.input.get(1) != Some(y)
+        && graph.scalar(scaled.input.get(1)?).is_some()
+    {
+        (scaled_index, scaled, product_index, product)
+    } else {
+        (product_index, product, scaled_index, scaled)
+    };
+    let c = graph.scalar(scaled.input.get(1)?)?;
+    if scaled.op_type != "Mul" || scaled.input[0] != *y || graph.is_output(y) {
+        return None;
+    }
+    let (erf_index, erf) = graph.sole_consumer(&scaled.output[0])?;
+    let (one_index, one) = graph.sole_consumer(&erf.output[0])?;
+    let adds_one = one.input == [erf.output[0].clone(), one.input[1].clone()]
+        && graph.scalar(&one.input[1]) == Some(1.0);
+    if erf.op_type != "Erf" || one.op_type != "Add" || !adds_one {
+        return None;
+    }
+    let multiplies = product.input == [y.clone(), one.output[0].clone()];
+    if product.op_type != "Mul"
+        || !multiplies
+        || graph.sole_consumer(&one.output[0])?.0 != product_index
+    {
+        return None;
+    }
+    let mut nodes = vec![
+        dequantize,
+        scaled_index,
+        erf_index,
+        one_index,
+        product_index,
+    ];
+    nodes.sort_unstable();
+    if nodes.last() != Some(&product_index) {
+        return None;
+    }
+    let mut fused = node.clone();
+    fused.output = product.output.clone();
+    fused.attribute.push(AttributeProto {
+        name: GELU_SCALE.into(),
+        r#type: AttributeType::Float as i32,
+        f: c,
+        ..AttributeProto::default()
+    });
+    Some(Replacement { nodes, node: fused })
+}
+
 /// The fused node while tract infers types: (`acc` i32, `w_scale` f32 `[n]`, `x_scale` f32,
 /// `bias` f32 `[n]`) → f32 of `acc`'s shape.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
-struct DequantizeRowsExpansion;
+struct DequantizeRowsExpansion(DequantizeRows);
 
 impl Expansion for DequantizeRowsExpansion {
     fn name(&self) -> StaticName {
@@ -110,13 +184,16 @@ impl Expansion for DequantizeRowsExpansion {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        model.wire_node(prefix, DequantizeRows, inputs)
+        model.wire_node(prefix, self.0.clone(), inputs)
     }
 }
 
-/// Each row (last axis) `r` of `acc`: `y[r, j] = ((acc[r, j] as f32 · w[j]) · s[r]) + b[j]`.
+/// Each row (last axis) `r` of `acc`: `y[r, j] = ((acc[r, j] as f32 · w[j]) · s[r]) + b[j]`,
+/// then, with `gelu` (`c`'s bits), `y · (erf(y · c) + 1)`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
-struct DequantizeRows;
+struct DequantizeRows {
+    gelu: Option<u32>,
+}
 
 impl DequantizeRows {
     /// One row: with AVX2's 8-lane vectors where the CPU has them, else [`Self::row_on`] as
@@ -143,11 +220,87 @@ impl DequantizeRows {
             *y = ((a as f32 * w) * s) + b;
         }
     }
+
+    /// One row, then its GELU: `scaled = y · c` in the same pass, tract's `erf` kernel on
+    /// `scaled`, then `y · (scaled + 1)`.
+    fn gelu_row(
+        (acc, w, s, b): (&[i32], &[f32], f32, &[f32]),
+        c: f32,
+        erf: &dyn ElementWise<f32>,
+        scaled: &mut [f32],
+        y: &mut [f32],
+    ) -> TractResult<()> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            unsafe { Self::scaled_row_avx2(acc, w, s, b, c, scaled, y) };
+            erf.run(scaled)?;
+            // SAFETY: as above.
+            unsafe { Self::times_one_plus_avx2(y, scaled) };
+            return Ok(());
+        }
+        Self::scaled_row_on(acc, w, s, b, c, scaled, y);
+        erf.run(scaled)?;
+        Self::times_one_plus_on(y, scaled);
+        Ok(())
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn scaled_row_avx2(
+        acc: &[i32],
+        w: &[f32],
+        s: f32,
+        b: &[f32],
+        c: f32,
+        scaled: &mut [f32],
+        y: &mut [f32],
+    ) {
+        Self::scaled_row_on(acc, w, s, b, c, scaled, y)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn times_one_plus_avx2(y: &mut [f32], e: &[f32]) {
+        Self::times_one_plus_on(y, e)
+    }
+
+    /// [`Self::row_on`], also writing `scaled = y · c`.
+    #[inline(always)]
+    fn scaled_row_on(
+        acc: &[i32],
+        w: &[f32],
+        s: f32,
+        b: &[f32],
+        c: f32,
+        scaled: &mut [f32],
+        y: &mut [f32],
+    ) {
+        let rows = y.iter_mut().zip(scaled).zip(acc).zip(w).zip(b);
+        for ((((y, scaled), &a), &w), &b) in rows {
+            *y = ((a as f32 * w) * s) + b;
+            *scaled = *y * c;
+        }
+    }
+
+    /// `y = y · (e + 1)`.
+    #[inline(always)]
+    fn times_one_plus_on(y: &mut [f32], e: &[f32]) {
+        for (y, &e) in y.iter_mut().zip(e) {
+            *y *= e + 1.0;
+        }
+    }
 }
 
 impl Op for DequantizeRows {
     fn name(&self) -> StaticName {
         "DequantizeRows".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(self.gelu.map_or_else(Vec::new, |c| {
+            vec![format!("then GELU, c = {}", f32::from_bits(c))]
+        }))
     }
 
     op_as_typed_op!();
@@ -187,8 +340,19 @@ impl EvalOp for DequantizeRows {
                 .as_slice::<i32>()?
                 .chunks_exact(width)
                 .zip(y_view.as_slice_mut::<f32>()?.chunks_exact_mut(width));
-            for ((acc, y), &s) in rows.zip(s.as_slice::<f32>()?) {
-                Self::row(acc, w, s, b, y);
+            match self.gelu.map(f32::from_bits) {
+                None => {
+                    for ((acc, y), &s) in rows.zip(s.as_slice::<f32>()?) {
+                        Self::row(acc, w, s, b, y);
+                    }
+                }
+                Some(c) => {
+                    let erf = tract_linalg::Func::Erf.ew_f32()?;
+                    let mut scaled = vec![0f32; width];
+                    for ((acc, y), &s) in rows.zip(s.as_slice::<f32>()?) {
+                        Self::gelu_row((acc, w, s, b), c, erf.as_ref(), &mut scaled, y)?;
+                    }
+                }
             }
         }
         Ok(tvec!(y.into_tvalue()))

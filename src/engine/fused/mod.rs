@@ -9,10 +9,15 @@
 //! - `quantize_rows`: the per-token int8 quantization before each `MatMulInteger`, eight nodes
 //!   that tract runs as five passes over the activations, in two.
 //! - `dequantize_rows`: the i32 product back to f32 with its per-channel and per-token scales
-//!   and the bias, four nodes and three passes (a cast, its zero fill, a chain), in one.
+//!   and the bias, four nodes and three passes (a cast, its zero fill, a chain), in one; and
+//!   where the intermediate layer's GELU reads it, the GELU too (four more nodes, a copy).
 //! - `add_layer_norm`: a residual sum and the layer normalization reading it, two nodes that
 //!   tract runs as seven passes (the sum, two reductions, the steps between), in three. Its
 //!   sums run in another order than tract's reductions, so this one can change the last bits.
+//! - `attention` (x86_64): a layer's attention, every head, from the projection's rows to the
+//!   merged context: the heads' transposes, splits, two products, the mask's sum and the
+//!   softmax, eleven nodes, as one pass per head over its keys and values. Its sums, too, run
+//!   in another order than tract's.
 
 use std::collections::HashMap;
 
@@ -20,6 +25,8 @@ use tract_onnx::model::OnnxOpRegister;
 use tract_onnx::pb::{tensor_proto::DataType, GraphProto, NodeProto, TensorProto};
 
 mod add_layer_norm;
+#[cfg(target_arch = "x86_64")]
+mod attention;
 mod dequantize_rows;
 mod quantize_rows;
 
@@ -28,6 +35,8 @@ pub(super) fn register(register: &mut OnnxOpRegister) {
     register.insert(quantize_rows::OP_TYPE, quantize_rows::build);
     register.insert(dequantize_rows::OP_TYPE, dequantize_rows::build);
     register.insert(add_layer_norm::OP_TYPE, add_layer_norm::build);
+    #[cfg(target_arch = "x86_64")]
+    register.insert(attention::OP_TYPE, attention::build);
 }
 
 /// How many chains of each kind [`fuse`] replaced.
@@ -36,6 +45,8 @@ pub(super) struct Fused {
     pub quantize: usize,
     pub dequantize: usize,
     pub layer_norm: usize,
+    pub gelu: usize,
+    pub attention: usize,
 }
 
 /// Replaces every chain the engine has an operator for.
@@ -44,6 +55,11 @@ pub(super) fn fuse(graph: &mut GraphProto) -> Fused {
         quantize: replace(graph, quantize_rows::find),
         dequantize: replace(graph, dequantize_rows::find),
         layer_norm: replace(graph, add_layer_norm::find),
+        gelu: replace(graph, dequantize_rows::find_gelu),
+        #[cfg(target_arch = "x86_64")]
+        attention: replace(graph, attention::find),
+        #[cfg(not(target_arch = "x86_64"))]
+        attention: 0,
     }
 }
 
@@ -111,12 +127,48 @@ impl<'a> Graph<'a> {
         (users.next().is_none() && !is_output).then_some(first)
     }
 
+    /// The two nodes reading `value` (and their indices), when exactly two read it.
+    fn consumers(&self, value: &str) -> Option<[(usize, &'a NodeProto); 2]> {
+        let mut users = (self.graph.node.iter().enumerate())
+            .filter(|(_, n)| n.input.iter().any(|i| i == value));
+        let pair = [users.next()?, users.next()?];
+        users.next().is_none().then_some(pair)
+    }
+
+    /// Whether `value` is one of the graph's outputs.
+    fn is_output(&self, value: &str) -> bool {
+        self.graph.output.iter().any(|o| o.name == value)
+    }
+
     /// The node computing `value`.
     fn producer(&self, value: &str) -> Option<&'a NodeProto> {
-        self.graph
-            .node
-            .iter()
-            .find(|n| n.output.iter().any(|o| o == value))
+        self.producer_index(value).map(|(_, node)| node)
+    }
+
+    /// The node computing `value`, and its index.
+    fn producer_index(&self, value: &str) -> Option<(usize, &'a NodeProto)> {
+        (self.graph.node.iter().enumerate()).find(|(_, n)| n.output.iter().any(|o| o == value))
+    }
+
+    /// The values of an int64 initializer (little-endian `raw_data` or `int64_data`).
+    #[cfg(target_arch = "x86_64")]
+    fn i64_initializer(&self, name: &str) -> Option<Vec<i64>> {
+        let tensor = self.initializers.get(name)?;
+        if tensor.data_type != DataType::Int64 as i32 {
+            return None;
+        }
+        if tensor.raw_data.is_empty() {
+            return Some(tensor.int64_data.clone());
+        }
+        let words = tensor.raw_data.chunks_exact(8);
+        if !words.remainder().is_empty() {
+            return None;
+        }
+        Some(
+            words
+                .map(|w| i64::from_le_bytes(w.try_into().unwrap_or_default()))
+                .collect(),
+        )
     }
 
     /// The value of an f32 scalar initializer.
@@ -177,7 +229,13 @@ mod tests {
         let linear_layers = 6 * 4 + 1;
         assert_eq!(replace(graph, quantize_rows::find), linear_layers);
         assert_eq!(replace(graph, dequantize_rows::find), linear_layers);
-        assert_eq!(graph.node.len(), nodes_before - linear_layers * (7 + 3));
+        // Each intermediate layer's GELU joins its dequantization.
+        assert_eq!(replace(graph, dequantize_rows::find_gelu), 6);
+        assert_eq!(
+            graph.node.len(),
+            nodes_before - linear_layers * (7 + 3) - 6 * 4
+        );
+        assert!(graph.node.iter().all(|n| n.op_type != "Erf"));
         let left = ["Abs", "ReduceMax", "Cast"];
         let casts = graph
             .node
@@ -205,25 +263,30 @@ mod tests {
         let linear_layers = 6 * 4 + 1;
         // Two per layer and the embeddings'.
         let layer_norms = 6 * 2 + 1;
-        let expected = Fused {
-            quantize: linear_layers,
-            dequantize: linear_layers,
-            layer_norm: layer_norms,
-        };
-        assert_eq!(fuse(graph), expected);
+        assert_eq!(replace(graph, quantize_rows::find), linear_layers);
+        assert_eq!(replace(graph, dequantize_rows::find), linear_layers);
+        assert_eq!(replace(graph, add_layer_norm::find), layer_norms);
         assert_eq!(
             graph.node.len(),
             nodes_before - linear_layers * (7 + 3) - layer_norms
         );
         assert!(graph.node.iter().all(|n| n.op_type != "LayerNormalization"));
+        assert_close_to_tracts(&fused, &plain);
+    }
+
+    /// `fused`'s logits within 0.02 and probabilities within 0.005 of `plain`'s on [`rows`]:
+    /// reordered sums move values in their last bits, which flips the rounding of a few int8
+    /// activations downstream, differences of the size int8 itself makes (0.05 in probability
+    /// against the f32 graph), far smaller here.
+    fn assert_close_to_tracts(
+        fused: &tract_onnx::pb::ModelProto,
+        plain: &tract_onnx::pb::ModelProto,
+    ) {
         for ids in rows() {
             let (ours, tracts) = (
-                outputs(&framework(), &fused, &ids),
-                outputs(&framework(), &plain, &ids),
+                outputs(&framework(), fused, &ids),
+                outputs(&framework(), plain, &ids),
             );
-            // The sums' order moves the normalized values in their last bits, which flips
-            // the rounding of a few int8 activations downstream: differences of the size int8
-            // itself makes (0.05 in probability against the f32 graph), far smaller here.
             let [logits, probabilities] = [0, 1].map(|i| {
                 ours[i]
                     .iter()
@@ -238,12 +301,35 @@ mod tests {
         }
     }
 
+    /// Each layer's attention, every step from the heads' reshapes to the merged context
+    /// (the last layer's query row from its own projection), becomes one node; the outputs
+    /// move by no more than the layer normalization's reordered sums move them.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_attention_is_fused() {
+        let plain = shipped_graph();
+        let mut fused = plain.clone();
+        let graph = fused.graph.as_mut().expect("a graph");
+        let nodes_before = graph.node.len();
+        assert_eq!(replace(graph, attention::find), 6);
+        // Five layers' ten nodes and the last layer's twelve, each now one.
+        assert_eq!(graph.node.len(), nodes_before - 5 * 9 - 11);
+        let softmaxes = graph.node.iter().filter(|n| n.op_type == "Softmax").count();
+        assert_eq!(softmaxes, 1, "only the probabilities' softmax is left");
+        let left = ["Split", "Transpose"];
+        assert!(graph
+            .node
+            .iter()
+            .all(|n| !left.contains(&n.op_type.as_str())));
+        assert_close_to_tracts(&fused, &plain);
+    }
+
     #[test]
     fn a_graph_without_the_chains_is_left_as_it_is() {
         let mut proto = shipped_graph();
         let graph = proto.graph.as_mut().expect("a graph");
         graph.node.retain(|n| {
-            !["MatMulInteger", "Abs", "LayerNormalization"].contains(&n.op_type.as_str())
+            !["MatMulInteger", "Abs", "LayerNormalization", "Softmax"].contains(&n.op_type.as_str())
         });
         let before = graph.clone();
         assert_eq!(
@@ -252,6 +338,8 @@ mod tests {
                 quantize: 0,
                 dequantize: 0,
                 layer_norm: 0,
+                gelu: 0,
+                attention: 0,
             }
         );
         assert_eq!(*graph, before);
