@@ -53,7 +53,7 @@ pub enum Error {
         temperature: f64,
     },
     /// Neither `--adapter` nor `--random-head` was given.
-    #[error("no adapter given: pass --adapter <dir> (trained with `sentimq train` or PEFT), or --random-head for a test build")]
+    #[error("no adapter given and the base has no classifier for the labels: pass --adapter <dir> (trained with `sentimq train` or PEFT), a fully fine-tuned checkpoint as --base (`sentimq train --full`'s model/), or --random-head for a test build")]
     NoAdapter,
     /// A tensor the graph needs is absent from the merged weights.
     #[error("merged weights lack tensor {name}")]
@@ -184,7 +184,9 @@ pub fn build(options: &BuildOptions) -> Result<BuildReport, Error> {
     let temperature = match (options.temperature, &options.adapter) {
         (Some(t), _) => Some(t),
         (None, Some(dir)) => Calibration::read(dir)?.map(|c| c.temperature),
-        (None, None) => None,
+        // A fully fine-tuned checkpoint (`sentimq train --full`'s `model/`) keeps its
+        // calibration beside its weights.
+        (None, None) => Calibration::read(&base.dir)?.map(|c| c.temperature),
     };
     if let Some(t) = temperature {
         apply_temperature(&mut weights, t)?;
@@ -286,8 +288,18 @@ fn merged_weights(
             );
             Ok((weights, None))
         }
+        // A fully fine-tuned checkpoint already holds its classifier.
+        (None, false) if has_head(&weights, options.labels.len()) => Ok((weights, None)),
         (None, false) => Err(Error::NoAdapter),
     }
+}
+
+/// Whether `weights` hold a classifier for `labels` labels (after a pooler).
+fn has_head(weights: &TensorMap, labels: usize) -> bool {
+    let rows = |name: &str| weights.get(name).and_then(|t| t.shape.first().copied());
+    rows("classifier.weight") == Some(labels)
+        && rows("classifier.bias") == Some(labels)
+        && weights.contains_key("pooler.dense.weight")
 }
 
 /// Writes one graph file.

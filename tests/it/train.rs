@@ -512,6 +512,21 @@ fn train_full_writes_a_loadable_checkpoint() {
     assert_ne!(trained.get(name).unwrap(), original.get(name).unwrap());
     assert!(trained.tensors.contains_key("classifier.weight"));
     assert!(!dir.path().join("adapter").exists());
+
+    // `build` takes model/ as the base, with its own classifier and its calibration.
+    let calibration = sentimq::calibration::Calibration::read(&model)
+        .unwrap()
+        .expect("calibration.json next to the full checkpoint");
+    let mut options = BuildOptions::new(model.to_string_lossy(), dir.path().join("built"));
+    options.precision = Precision::F32;
+    options.truncation = Truncation::head_tail(64, 32);
+    let built = export::build(&options).expect("building the full checkpoint");
+    assert_eq!(built.manifest.temperature, Some(calibration.temperature));
+    assert!(built.manifest.adapter.is_none());
+    // The base alone has no classifier for two labels: an adapter is still asked for.
+    let options = BuildOptions::new(base.to_string_lossy(), dir.path().join("plain"));
+    let error = export::build(&options).unwrap_err().to_string();
+    assert!(error.contains("--adapter"), "{error}");
 }
 
 /// A run with a validation split fits a temperature on it (`calibration.json` next to the

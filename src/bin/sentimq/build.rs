@@ -12,7 +12,8 @@ pub struct Args {
     /// Base checkpoint: a local Hugging Face directory or a Hub id (`huawei-noah/TinyBERT_General_4L_312D`).
     #[arg(long)]
     base: String,
-    /// LoRA adapter directory (PEFT format: adapter_config.json + adapter_model.safetensors).
+    /// LoRA adapter directory (PEFT format: adapter_config.json + adapter_model.safetensors); not
+    /// needed when --base is a fully fine-tuned checkpoint with its classifier (`train --full`).
     #[arg(long)]
     adapter: Option<PathBuf>,
     /// Without an adapter, use a seeded random classifier head (tests only; recorded in model.json).
