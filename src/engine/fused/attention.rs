@@ -120,8 +120,11 @@ fn heads_of(graph: &Graph, name: &str) -> Option<Heads> {
     })
 }
 
+/// Whether `node` is a one-input, one-output `Transpose` by `perm`.
 fn is_transpose(node: &NodeProto, perm: &[i64]) -> bool {
     node.op_type == "Transpose"
+        && node.input.len() == 1
+        && node.output.len() == 1
         && node
             .attribute
             .iter()
@@ -164,7 +167,8 @@ pub(super) fn find(graph: &Graph, softmax: usize) -> Option<Replacement> {
         .iter()
         .find(|a| a.name == "axis")
         .map(|a| a.i);
-    if node.op_type != "Softmax" || !matches!(axis, Some(-1) | Some(3)) {
+    let unary = node.input.len() == 1 && node.output.len() == 1;
+    if node.op_type != "Softmax" || !unary || !matches!(axis, Some(-1) | Some(3)) {
         return None;
     }
     let (add_index, add) = graph.producer_index(&node.input[0])?;
@@ -176,7 +180,7 @@ pub(super) fn find(graph: &Graph, softmax: usize) -> Option<Replacement> {
     graph.sole_consumer(&add.input[0])?;
     let mask = &add.input[1];
     is_f32_mask_bias(graph, mask)?;
-    if scores.op_type != "MatMul" {
+    if scores.op_type != "MatMul" || scores.input.len() != 2 {
         return None;
     }
     let (keys_t_index, keys_t) = graph.producer_index(&scores.input[1])?;
@@ -185,12 +189,16 @@ pub(super) fn find(graph: &Graph, softmax: usize) -> Option<Replacement> {
         return None;
     }
     let (context_index, context) = graph.sole_consumer(&node.output[0])?;
-    if context.op_type != "MatMul" || context.input[0] != node.output[0] {
+    let binary = context.input.len() == 2 && context.output.len() == 1;
+    if context.op_type != "MatMul" || !binary || context.input[0] != node.output[0] {
         return None;
     }
     let (merge_t_index, merge_t) = graph.sole_consumer(&context.output[0])?;
+    if !is_transpose(merge_t, &[0, 2, 1, 3]) {
+        return None;
+    }
     let (merge_index, merge) = graph.sole_consumer(&merge_t.output[0])?;
-    if !is_transpose(merge_t, &[0, 2, 1, 3]) || merge.op_type != "Reshape" {
+    if merge.op_type != "Reshape" {
         return None;
     }
     let (q, k, v) = (

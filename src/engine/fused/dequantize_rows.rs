@@ -102,28 +102,33 @@ pub(super) fn find_gelu(graph: &Graph, dequantize: usize) -> Option<Replacement>
     if node.op_type != OP_TYPE || has_gelu {
         return None;
     }
-    let y = &node.output[0];
-    let [(scaled_index, scaled), (product_index, product)] = graph.consumers(y)?;
-    let (scaled_index, scaled, product_index, product) = if scaled.input[0] == *y
-        && scaled.input.get(1) != Some(y)
-        && graph.scalar(scaled.input.get(1)?).is_some()
-    {
-        (scaled_index, scaled, product_index, product)
-    } else {
-        (product_index, product, scaled_index, scaled)
+    let y = node.output.first()?;
+    // `y · c` (c a constant scalar) and the product `y · (…)`, in either order of use.
+    let is_scaling = |n: &NodeProto| {
+        n.op_type == "Mul"
+            && n.input.len() == 2
+            && n.input[0] == *y
+            && graph.scalar(&n.input[1]).is_some()
     };
-    let c = graph.scalar(scaled.input.get(1)?)?;
-    if scaled.op_type != "Mul" || scaled.input[0] != *y || graph.is_output(y) {
+    let [first, second] = graph.consumers(y)?;
+    let ((scaled_index, scaled), (product_index, product)) = if is_scaling(first.1) {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    if !is_scaling(scaled) || graph.is_output(y) {
         return None;
     }
-    let (erf_index, erf) = graph.sole_consumer(&scaled.output[0])?;
-    let (one_index, one) = graph.sole_consumer(&erf.output[0])?;
-    let adds_one = one.input == [erf.output[0].clone(), one.input[1].clone()]
+    let c = graph.scalar(&scaled.input[1])?;
+    let (erf_index, erf) = graph.sole_consumer(scaled.output.first()?)?;
+    let (one_index, one) = graph.sole_consumer(erf.output.first()?)?;
+    let adds_one = one.input.len() == 2
+        && one.input[0] == erf.output[0]
         && graph.scalar(&one.input[1]) == Some(1.0);
-    if erf.op_type != "Erf" || one.op_type != "Add" || !adds_one {
+    if erf.op_type != "Erf" || erf.output.len() != 1 || one.op_type != "Add" || !adds_one {
         return None;
     }
-    let multiplies = product.input == [y.clone(), one.output[0].clone()];
+    let multiplies = one.output.len() == 1 && product.input == [y.clone(), one.output[0].clone()];
     if product.op_type != "Mul"
         || !multiplies
         || graph.sole_consumer(&one.output[0])?.0 != product_index
