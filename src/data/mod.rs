@@ -40,7 +40,7 @@ mod text;
 pub use error::Error;
 pub use hub::IMDB;
 pub use sample::{shuffle, take_balanced, train_validation_split};
-pub use spans::{first_chars, random_span, sentences, Spans, MIN_SENTENCE_WORDS};
+pub use spans::{first_chars, random_opening, random_span, sentences, Spans, MIN_SENTENCE_WORDS};
 pub use text::clean_text;
 
 /// One of the two splits of a dataset.

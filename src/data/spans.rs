@@ -3,7 +3,9 @@
 //! [`sentences`] splits a cleaned review into sentences; [`Spans`] turns reviews into the
 //! evaluation sets `sentimq eval --spans` scores (every sentence of each review, or its first
 //! characters); [`random_span`] draws the spans `sentimq train --spans-per-review` adds to the
-//! training data (a sentence, a few sentences, or a fragment of words).
+//! training data (a sentence, a few sentences, or a fragment of words), [`random_opening`] the
+//! openings `--openings-per-review` adds (a review cut off after its first words, as a
+//! truncated message arrives).
 
 use std::fmt;
 use std::str::FromStr;
@@ -185,6 +187,22 @@ pub fn random_span(text: &str, rng: &mut SplitMix64) -> Option<String> {
     Some(words[start..start + length].join(" "))
 }
 
+/// Fewest and most words [`random_opening`] keeps.
+const OPENING_WORDS: std::ops::RangeInclusive<usize> = 5..=60;
+
+/// The opening of a cleaned review: its first `k` words, `k` uniform in 5 to 60 (all of a
+/// shorter review), as a message cut off after a few sentences or mid-sentence reads. `None`
+/// for a review of fewer than 5 words.
+pub fn random_opening(text: &str, rng: &mut SplitMix64) -> Option<String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if words.len() < *OPENING_WORDS.start() {
+        return None;
+    }
+    let span = OPENING_WORDS.end() - OPENING_WORDS.start() + 1;
+    let length = (OPENING_WORDS.start() + rng.below(span)).min(words.len());
+    Some(words[..length].join(" "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,5 +276,26 @@ mod tests {
         }
         assert!(kinds.iter().all(|&k| k > 0), "{kinds:?}");
         assert_eq!(random_span("Ok. Fine.", &mut rng), None);
+    }
+
+    #[test]
+    fn random_openings_start_the_review_and_keep_5_to_60_words() {
+        let text = (1..=100)
+            .map(|n| format!("w{n}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut rng = SplitMix64::new(7);
+        let mut lengths = std::collections::BTreeSet::new();
+        for _ in 0..2000 {
+            let opening = random_opening(&text, &mut rng).expect("an opening");
+            assert!(text.starts_with(&opening) && text[opening.len()..].starts_with(' '));
+            lengths.insert(opening.split_whitespace().count());
+        }
+        assert_eq!(lengths, (5..=60).collect());
+        assert_eq!(random_opening("two words", &mut rng), None);
+        assert_eq!(
+            random_opening("only five words in here", &mut rng).as_deref(),
+            Some("only five words in here")
+        );
     }
 }

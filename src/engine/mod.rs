@@ -32,6 +32,8 @@ use tract_onnx::prelude::*;
 
 use crate::tokenizer::TokenBatch;
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod fused;
 mod operators;
 mod packing;
@@ -176,18 +178,24 @@ impl Engine {
     /// Parses an ONNX classifier once and optimizes its smallest sequence bucket, so a corrupt
     /// or foreign file fails here rather than on the first text.
     pub fn load_with(path: &Path, options: EngineOptions) -> Result<Self, Error> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Unreadable {
+        // Peak memory at load is the model file several times over (its bytes, the decoded
+        // protobuf, tract's tensors, then each plan's optimization): tract reads the file once
+        // into its own buffer, and the protobuf is dropped as soon as tract has parsed it.
+        let unreadable = |source| Error::Unreadable {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let mut file = std::fs::File::open(path).map_err(unreadable)?;
+        if !file.metadata().map_err(unreadable)?.is_file() {
+            return Err(unreadable(std::io::Error::other("not a regular file")));
+        }
         let bad = |e: TractError| Error::BadModel {
             path: path.to_path_buf(),
             source: e.into(),
         };
         let onnx = operators::framework();
-        let mut proto = onnx
-            .proto_model_for_read(&mut bytes.as_slice())
-            .map_err(bad)?;
+        let mut proto = onnx.proto_model_for_read(&mut file).map_err(bad)?;
+        drop(file);
         if let Some(reason) = operators::unsupported(&proto) {
             return Err(Error::UnsupportedGraph {
                 path: path.to_path_buf(),
@@ -199,6 +207,7 @@ impl Engine {
             fused::fuse(graph);
         }
         let model = onnx.model_for_proto_model(&proto).map_err(bad)?;
+        drop(proto);
         let output_names: Arc<[String]> = model
             .output_outlets()
             .map_err(bad)?

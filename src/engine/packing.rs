@@ -1,34 +1,38 @@
-//! A faster packer for the int8 activations of tract's dot-product kernels, swapped into each
+//! Faster packers for the int8 activations of the dot-product kernels, swapped into each
 //! optimized plan.
 //!
 //! Before an int8 product, tract packs the activations (rows of `k` int8 values, `k` the
-//! contiguous axis) into the layout its AMX, AVX-512 VNNI and ARM SDOT kernels read,
-//! `PackedI8K4`: panels of `r` rows, in each panel groups of four consecutive `k` of a row,
-//! row after row. Its packer (`OptMatMulPack` → `PackedI8K4::pack_view`) moves one byte at a
-//! time with a strided read (one load and store per value, ~10 % of an x86 inference). But the
-//! four `k` of a group are four consecutive bytes of the row, so the layout is a transposition
-//! of 4-byte words: [`PackRowsI8K4`] copies them as such and writes the same bytes.
+//! contiguous axis) into the layout the kernel reads, one byte at a time with a strided read
+//! (one load and store per value, ~10 % of an x86 inference). Two layouts are copies of whole
+//! words or rows instead:
+//! - `PackedI8K4` (tract's AVX-512 VNNI and ARM SDOT kernels, tract's AMX kernel's activations):
+//!   panels of `r` rows, in each panel groups of four consecutive `k` of a row, row after row —
+//!   a transposition of 4-byte words;
+//! - `PackedAmxA` (the activations of the engine's AMX kernel, [`super::amx`]): panels of `r`
+//!   rows, each row's `k` bytes in a row padded to a multiple of 64 — a copy of each row.
 //!
 //! [`swap_packers`] replaces each `OptMatMulPack` of an optimized plan whose packer for the
-//! plan's shape is `PackedI8K4` by a [`PackRowsI8K4`]; other packings (the A72's SMLAL kernel,
-//! AVX2 without VNNI, f32) keep tract's. This reads tract's optimized ops, which are not a
-//! stable API: tract is pinned to one version in `Cargo.toml`.
+//! plan's shape is one of these by a [`PackRows`] writing the same bytes; other packings (the
+//! A72's SMLAL kernel, AVX2 without VNNI, f32) keep tract's. This reads tract's optimized ops,
+//! which are not a stable API: tract is pinned to one version in `Cargo.toml`.
 
 use tract_linalg::mmm::{
     EagerPackedInput, MMMInputFormat, MMMInputValue, PackedExoticFact, PackedMatrixStorage,
 };
 use tract_linalg::pack::PackedI8K4;
+#[cfg(target_arch = "x86_64")]
+use tract_linalg::x86_64::amx::PackedAmxA;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ndarray::{indices, Dimension};
 use tract_onnx::tract_core::ops::matmul::pack::{DynPackedExoticFact, OptMatMulPack};
 
-/// Replaces every `OptMatMulPack` of `model` that packs int8 rows into `PackedI8K4` by a
-/// [`PackRowsI8K4`] writing the same bytes; returns how many it replaced.
+/// Replaces every `OptMatMulPack` of `model` that packs int8 rows into `PackedI8K4` or
+/// `PackedAmxA` by a [`PackRows`] writing the same bytes; returns how many it replaced.
 pub(super) fn swap_packers(model: &mut TypedModel) -> TractResult<usize> {
     let mut swapped = 0;
     for index in 0..model.nodes.len() {
-        let Some(pack) = PackRowsI8K4::replacing(model, index)? else {
+        let Some(pack) = PackRows::replacing(model, index)? else {
             continue;
         };
         model.nodes[index].op = Box::new(pack);
@@ -37,21 +41,117 @@ pub(super) fn swap_packers(model: &mut TypedModel) -> TractResult<usize> {
     Ok(swapped)
 }
 
-/// Packs the int8 rows of its input (the `mn` axis, `k` contiguous) into tract's `PackedI8K4`
-/// layout, one matrix per coordinate of the other axes, as `OptMatMulPack` does.
+/// Packs the int8 rows of its input (the `mn` axis, `k` contiguous) into `format`, one matrix
+/// per coordinate of the other axes, as `OptMatMulPack` does.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
-struct PackRowsI8K4 {
+struct PackRows {
     /// The packing of every product this feeds.
-    format: PackedI8K4,
+    format: RowLayout,
     /// The packers of the `OptMatMulPack` replaced: the output's fact names them.
     packers: Vec<Box<dyn MMMInputFormat>>,
     k_axis: usize,
     mn_axis: usize,
 }
 
-impl PackRowsI8K4 {
+/// The layouts [`PackRows`] writes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+enum RowLayout {
+    /// Groups of four `k` of a row, the panel's rows side by side.
+    K4(PackedI8K4),
+    /// Each row's `k` bytes, padded to a multiple of 64.
+    #[cfg(target_arch = "x86_64")]
+    AmxRows(PackedAmxA),
+}
+
+impl RowLayout {
+    /// The layout of `packer`, if [`PackRows`] writes it.
+    fn of(packer: &dyn MMMInputFormat) -> Option<RowLayout> {
+        if let Some(k4) = packer.downcast_ref::<PackedI8K4>() {
+            return Some(RowLayout::K4(k4.clone()));
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(amx) = packer.downcast_ref::<PackedAmxA>() {
+            return Some(RowLayout::AmxRows(amx.clone()));
+        }
+        None
+    }
+
+    fn format(&self) -> Box<dyn MMMInputFormat> {
+        match self {
+            RowLayout::K4(k4) => Box::new(k4.clone()),
+            #[cfg(target_arch = "x86_64")]
+            RowLayout::AmxRows(amx) => Box::new(amx.clone()),
+        }
+    }
+
+    fn r(&self) -> usize {
+        match self {
+            RowLayout::K4(k4) => k4.r,
+            #[cfg(target_arch = "x86_64")]
+            RowLayout::AmxRows(amx) => amx.r,
+        }
+    }
+
+    fn alignment(&self) -> usize {
+        match self {
+            RowLayout::K4(k4) => k4.alignment(),
+            #[cfg(target_arch = "x86_64")]
+            RowLayout::AmxRows(amx) => amx.alignment(),
+        }
+    }
+
+    /// Bytes of one panel of `r` rows of `k` values.
+    fn panel_len(&self, k: usize) -> usize {
+        match self {
+            RowLayout::K4(k4) => k.div_ceil(4) * 4 * k4.r,
+            #[cfg(target_arch = "x86_64")]
+            RowLayout::AmxRows(amx) => k.div_ceil(64) * 64 * amx.r,
+        }
+    }
+
+    /// Writes `row` (row `m` of its matrix) into the zeroed panels `bytes`.
+    fn write_row(&self, bytes: &mut [u8], m: usize, row: &[i8], panel_len: usize) {
+        let r = self.r();
+        match self {
+            RowLayout::K4(_) => {
+                let group_len = r * 4;
+                let start = (m / r) * panel_len + (m % r) * 4;
+                let mut words = row.chunks_exact(4);
+                // Fixed-size copies: one 4-byte load and store each.
+                for (group, word) in (&mut words).enumerate() {
+                    let at = start + group * group_len;
+                    let word = [word[0] as u8, word[1] as u8, word[2] as u8, word[3] as u8];
+                    bytes[at..at + 4].copy_from_slice(&word);
+                }
+                let tail = words.remainder();
+                if !tail.is_empty() {
+                    let at = start + (row.len() / 4) * group_len;
+                    for (to, &from) in bytes[at..at + tail.len()].iter_mut().zip(tail) {
+                        *to = from as u8;
+                    }
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            RowLayout::AmxRows(_) => {
+                let row_len = panel_len / r;
+                let at = (m / r) * panel_len + (m % r) * row_len;
+                for (to, &from) in bytes[at..at + row.len()].iter_mut().zip(row) {
+                    *to = from as u8;
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for RowLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.format())
+    }
+}
+
+impl PackRows {
     /// The replacement for node `index` of `model`, when it is an `OptMatMulPack` of int8 rows
-    /// whose packer for the node's (concrete) shape is `PackedI8K4`.
+    /// whose packer for the node's (concrete) shape is one of [`RowLayout`]'s.
     fn replacing(model: &TypedModel, index: usize) -> TractResult<Option<Self>> {
         let node = &model.nodes[index];
         let Some(pack) = node.op_as::<OptMatMulPack>() else {
@@ -83,15 +183,15 @@ impl PackRowsI8K4 {
         } else {
             exotic.packers.first()
         };
-        let Some(format) = picked.and_then(|p| p.downcast_ref::<PackedI8K4>()) else {
+        let Some(format) = picked.and_then(|p| RowLayout::of(&**p)) else {
             return Ok(None);
         };
         let contiguous_k = k_axis + 1 == input_fact.rank();
         if input_fact.datum_type != DatumType::I8 || !contiguous_k || k < 1 || mn < 1 {
             return Ok(None);
         }
-        Ok(Some(PackRowsI8K4 {
-            format: format.clone(),
+        Ok(Some(PackRows {
+            format,
             packers: exotic.packers.clone(),
             k_axis,
             mn_axis,
@@ -108,37 +208,22 @@ impl PackRowsI8K4 {
 
     /// Packs one matrix: `mn` rows of `k` values, row `m` at `rows[m · row_stride..]`.
     fn pack(&self, rows: &[i8], k: usize, mn: usize, row_stride: usize) -> EagerPackedInput {
-        let r = self.format.r;
-        let group_len = r * 4;
-        let panel_len = k.div_ceil(4) * group_len;
-        let panels = mn.div_ceil(r);
+        let panel_len = self.format.panel_len(k);
+        let panels = mn.div_ceil(self.format.r());
         // SAFETY: the fill writes every byte before anything reads them; the padding (the last
-        // panel's missing rows, `k` past its last multiple of 4) stays zero, as tract's does.
+        // panel's missing rows, `k` past its last multiple of 4 or 64) stays zero, as tract's
+        // does.
         let mut blob =
             unsafe { Blob::new_for_size_and_align(panels * panel_len, self.format.alignment()) };
         let bytes = blob.as_bytes_mut();
         bytes.fill(0);
         for m in 0..mn {
             let row = &rows[m * row_stride..][..k];
-            let start = (m / r) * panel_len + (m % r) * 4;
-            let mut words = row.chunks_exact(4);
-            // Fixed-size copies: one 4-byte load and store each.
-            for (group, word) in (&mut words).enumerate() {
-                let at = start + group * group_len;
-                let word = [word[0] as u8, word[1] as u8, word[2] as u8, word[3] as u8];
-                bytes[at..at + 4].copy_from_slice(&word);
-            }
-            let tail = words.remainder();
-            if !tail.is_empty() {
-                let at = start + (k / 4) * group_len;
-                for (to, &from) in bytes[at..at + tail.len()].iter_mut().zip(tail) {
-                    *to = from as u8;
-                }
-            }
+            self.format.write_row(bytes, m, row, panel_len);
         }
         EagerPackedInput {
             fact: PackedExoticFact {
-                format: Box::new(self.format.clone()),
+                format: self.format.format(),
                 mn: mn.to_dim(),
                 k,
             },
@@ -149,9 +234,9 @@ impl PackRowsI8K4 {
     }
 }
 
-impl Op for PackRowsI8K4 {
+impl Op for PackRows {
     fn name(&self) -> StaticName {
-        "PackRowsI8K4".into()
+        "PackRows".into()
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
@@ -164,7 +249,7 @@ impl Op for PackRowsI8K4 {
     op_as_typed_op!();
 }
 
-impl EvalOp for PackRowsI8K4 {
+impl EvalOp for PackRows {
     op_out_of_plan!();
 
     fn eval(&self, _: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
@@ -195,10 +280,10 @@ impl EvalOp for PackRowsI8K4 {
     }
 }
 
-impl TypedOp for PackRowsI8K4 {
+impl TypedOp for PackRows {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let input = inputs[0];
-        ensure!(input.datum_type == DatumType::I8, "PackRowsI8K4 packs int8");
+        ensure!(input.datum_type == DatumType::I8, "PackRows packs int8");
         let packed = DynPackedExoticFact {
             k: input.shape[self.k_axis].clone(),
             mn: input.shape[self.mn_axis].clone(),
@@ -221,9 +306,9 @@ mod tests {
         Tensor::from_shape(&[mn, k], &values).expect("a tensor")
     }
 
-    fn op(r: usize) -> PackRowsI8K4 {
-        PackRowsI8K4 {
-            format: PackedI8K4::new(r),
+    fn op(r: usize) -> PackRows {
+        PackRows {
+            format: RowLayout::K4(PackedI8K4::new(r)),
             packers: vec![Box::new(PackedI8K4::new(r))],
             k_axis: 1,
             mn_axis: 0,
@@ -232,13 +317,23 @@ mod tests {
 
     #[test]
     fn packs_the_same_bytes_as_tracts_packer() {
-        for r in [8, 16] {
-            for (mn, k) in [(16, 384), (5, 7), (33, 1536), (1, 4), (17, 10)] {
+        let k4 = [8, 16, 32].map(|r| RowLayout::K4(PackedI8K4::new(r)));
+        #[cfg(target_arch = "x86_64")]
+        let amx = [16, 32].map(|r| RowLayout::AmxRows(PackedAmxA::new(r)));
+        #[cfg(not(target_arch = "x86_64"))]
+        let amx: [RowLayout; 0] = [];
+        for layout in k4.into_iter().chain(amx) {
+            for (mn, k) in [(16, 384), (5, 7), (33, 1536), (1, 4), (17, 10), (40, 100)] {
                 let input = rows(mn, k);
                 let values = input.try_as_plain_ram().expect("values in memory");
-                let ours = op(r).pack(values.as_slice::<i8>().expect("i8"), k, mn, k);
-                let tracts = PackedI8K4::new(r)
-                    .pack_view(&input.view(), 1, 0)
+                let op = PackRows {
+                    format: layout.clone(),
+                    ..op(8)
+                };
+                let ours = op.pack(values.as_slice::<i8>().expect("i8"), k, mn, k);
+                let tracts = layout
+                    .format()
+                    .prepare_one_view(&input.view(), 1, 0)
                     .expect("packs");
                 let tracts = tracts
                     .downcast_ref::<EagerPackedInput>()
@@ -246,7 +341,7 @@ mod tests {
                 assert_eq!(
                     ours.packed.as_bytes(),
                     tracts.packed.as_bytes(),
-                    "r {r}, {mn}×{k}"
+                    "{layout}, {mn}×{k}"
                 );
                 assert_eq!((ours.panel_bytes, ours.mn), (tracts.panel_bytes, tracts.mn));
                 assert_eq!(ours.fact.k, tracts.fact.k);
@@ -259,7 +354,7 @@ mod tests {
         let (batch, mn, k) = (3, 9, 12);
         let values: Vec<i8> = (0..batch * mn * k).map(|i| (i % 127) as i8).collect();
         let input = Tensor::from_shape(&[batch, mn, k], &values).expect("a tensor");
-        let op = PackRowsI8K4 {
+        let op = PackRows {
             k_axis: 2,
             mn_axis: 1,
             ..op(8)

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tract_linalg::mmm::EagerPackedInput;
+use tract_linalg::pack::PackedFormat;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::dyn_clone;
 use tract_onnx::tract_core::ops::konst::Const;
@@ -162,6 +163,9 @@ impl ConstantPool {
                 let MatMulOperand::Const(value) = operand else {
                     continue;
                 };
+                if let Some(eager) = value.downcast_mut::<EagerPackedInput>() {
+                    zero_panel_padding(eager);
+                }
                 let Some(eager) = value.downcast_ref::<EagerPackedInput>() else {
                     continue;
                 };
@@ -175,6 +179,35 @@ impl ConstantPool {
             }
         }
     }
+}
+
+/// Zeroes the bytes of an f32/f16 packed weight (tract's `PackedFormat`) that hold no value: in
+/// each panel of `r` rows, what follows the `k` records (the `end_padding_record` records the
+/// kernels may read ahead, and the alignment round-up), and anything past the last panel. tract
+/// leaves them uninitialized in release builds (its debug builds zero them), so two packings of
+/// the same weights would otherwise differ in those bytes and the pool would keep both: one
+/// 0.6 MB copy of MiniLM's pooler per plan. No product reads a value from them. Other packings
+/// (`PackedI8K4`, AMX) are written whole by tract.
+fn zero_panel_padding(eager: &mut EagerPackedInput) {
+    let Some(format) = eager.fact.format.downcast_ref::<PackedFormat>() else {
+        return;
+    };
+    let used = eager.fact.k * format.r * format.dt.size_of();
+    let panel = eager.panel_bytes;
+    let panels = eager.mn.div_ceil(format.r.max(1));
+    if panel == 0 || used > panel {
+        return;
+    }
+    let Some(blob) = Arc::get_mut(&mut eager.packed) else {
+        return;
+    };
+    let bytes = blob.as_bytes_mut();
+    let whole = (panels * panel).min(bytes.len());
+    for chunk in bytes[..whole].chunks_mut(panel) {
+        let start = used.min(chunk.len());
+        chunk[start..].fill(0);
+    }
+    bytes[whole..].fill(0);
 }
 
 impl PlanCache {
@@ -445,5 +478,57 @@ mod tests {
             let padded = bucket(tokens, 16);
             assert!(padded >= tokens && (padded - tokens) * 4 <= tokens.max(64));
         }
+    }
+
+    #[test]
+    fn packed_f32_weights_differing_only_in_padding_are_pooled_as_one() {
+        let weights = Tensor::from_shape(
+            &[40, 24],
+            &(0..960)
+                .map(|v| v as f32 * 0.25 - 7.0)
+                .collect::<Vec<f32>>(),
+        )
+        .expect("a tensor");
+        let format = PackedFormat::new(f32::datum_type(), 16, 32).with_end_padding_record(2);
+        let pack = |garbage: u8| {
+            let packed = format.pack_tensor(&weights, 1, 0).expect("packs");
+            let mut eager = packed
+                .downcast_ref::<EagerPackedInput>()
+                .expect("an eager pack")
+                .clone();
+            let reference = eager.packed.clone();
+            let mut blob = (*eager.packed).clone();
+            let used = 24 * 16 * 4;
+            for panel in blob.as_bytes_mut().chunks_mut(eager.panel_bytes) {
+                panel[used..].fill(garbage);
+            }
+            eager.packed = Arc::new(blob);
+            (eager, reference)
+        };
+        let (mut first, reference) = pack(0xA5);
+        let (mut second, _) = pack(0x3C);
+        assert_ne!(first.packed, second.packed, "the padding differs");
+        assert_eq!(
+            first.packed.len(),
+            3 * first.panel_bytes,
+            "40 rows: 3 panels of 16"
+        );
+        zero_panel_padding(&mut first);
+        zero_panel_padding(&mut second);
+        assert_eq!(first.packed, second.packed);
+        let used = 24 * 16 * 4;
+        for (zeroed, packed) in first
+            .packed
+            .as_bytes()
+            .chunks(first.panel_bytes)
+            .zip(reference.as_bytes().chunks(first.panel_bytes))
+        {
+            assert_eq!(zeroed[..used], packed[..used], "the values are kept");
+            assert!(zeroed[used..].iter().all(|&b| b == 0));
+        }
+        let mut pool = HashMap::new();
+        let pooled_first = intern(&mut pool, &first.packed);
+        let pooled_second = intern(&mut pool, &second.packed);
+        assert!(Arc::ptr_eq(&pooled_first, &pooled_second));
     }
 }

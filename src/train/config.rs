@@ -61,6 +61,10 @@ pub struct TrainConfig {
     /// review's label. 0 = whole reviews only.
     #[serde(default)]
     pub spans_per_review: usize,
+    /// Random openings (the first 5 to 60 words; see [`crate::data::random_opening`]) added per
+    /// training and per validation review, each with its review's label. 0 = none.
+    #[serde(default)]
+    pub openings_per_review: usize,
     /// Start the trainable tensors from this earlier run's kept model (`adapter/`, or `model/`
     /// with `full`) instead of a fresh initialisation.
     #[serde(default)]
@@ -110,6 +114,7 @@ impl TrainConfig {
             limit: None,
             validation_fraction: 0.1,
             spans_per_review: 0,
+            openings_per_review: 0,
             init_from: None,
             checkpoint_every: None,
             resume: false,
@@ -219,6 +224,10 @@ impl TrainConfig {
                 self.validation_fraction.to_string(),
             ),
             ("--spans-per-review", self.spans_per_review.to_string()),
+            (
+                "--openings-per-review",
+                self.openings_per_review.to_string(),
+            ),
             (
                 "--init-from",
                 self.init_from

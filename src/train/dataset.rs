@@ -1,7 +1,8 @@
 //! The run's data: the training reviews (balanced `--limit` sample), the stratified validation
 //! split held out from them, optionally a test sample, all cleaned and tokenized. With
 //! `--spans-per-review N`, training and validation also hold N random spans of each of their
-//! reviews (never spans of the other split's reviews).
+//! reviews, and with `--openings-per-review M` M random openings of each (never pieces of the
+//! other split's reviews).
 //!
 //! Reading, sampling and splitting are [`crate::data`]'s; tokenizing is
 //! [`crate::tokenizer`]'s. The test split is never used for training or model selection.
@@ -58,18 +59,13 @@ pub(crate) fn prepare(config: &TrainConfig, tokenizer: &TextTokenizer) -> Result
             needed: MIN_TRAIN_EXAMPLES,
         });
     }
-    if config.spans_per_review > 0 {
-        add_spans(
-            &mut train,
-            config.spans_per_review,
-            config.seed ^ TRAIN_SPANS,
-        );
-        add_spans(
-            &mut validation,
-            config.spans_per_review,
-            config.seed ^ VALIDATION_SPANS,
-        );
-    }
+    add_pieces(&mut train, config, TRAIN_SPANS, TRAIN_OPENINGS);
+    add_pieces(
+        &mut validation,
+        config,
+        VALIDATION_SPANS,
+        VALIDATION_OPENINGS,
+    );
     let mut truncated = 0;
     let train = encode(&train, tokenizer, &mut truncated)?;
     let validation = encode(&validation, tokenizer, &mut truncated)?;
@@ -88,28 +84,63 @@ pub(crate) fn prepare(config: &TrainConfig, tokenizer: &TextTokenizer) -> Result
     })
 }
 
-/// Seed salts of the span streams, so that they differ from the sampling and split streams.
+/// Seed salts of the span and opening streams, so that they differ from the sampling and split
+/// streams and from each other.
 const TRAIN_SPANS: u64 = 0x5350_414E_5452_4149;
 const VALIDATION_SPANS: u64 = 0x5350_414E_5641_4C49;
+const TRAIN_OPENINGS: u64 = 0x4F50_454E_5452_4149;
+const VALIDATION_OPENINGS: u64 = 0x4F50_454E_5641_4C49;
 
-/// Appends `per_review` random spans of each review ([`data::random_span`]), labelled as their
-/// review, after the whole reviews; seeded, so a run (and its resume) sees the same spans.
-fn add_spans(examples: &mut Vec<Example>, per_review: usize, seed: u64) {
+/// Appends `config.spans_per_review` random spans ([`data::random_span`]), then
+/// `config.openings_per_review` random openings ([`data::random_opening`]) of each review,
+/// labelled as their review, after the whole reviews. Each kind has its own seeded stream, so a
+/// run (and its resume) sees the same pieces, and adding openings leaves the spans as they were.
+fn add_pieces(examples: &mut Vec<Example>, config: &TrainConfig, spans: u64, openings: u64) {
+    let spans = cut_pieces(
+        examples,
+        config.spans_per_review,
+        config.seed ^ spans,
+        data::random_span,
+        "span",
+    );
+    let openings = cut_pieces(
+        examples,
+        config.openings_per_review,
+        config.seed ^ openings,
+        data::random_opening,
+        "opening",
+    );
+    examples.extend(spans);
+    examples.extend(openings);
+}
+
+/// `per_review` pieces of each review drawn by `draw` from a stream seeded with `seed`, named
+/// `<review source>#<kind><n>`.
+fn cut_pieces(
+    reviews: &[Example],
+    per_review: usize,
+    seed: u64,
+    draw: fn(&str, &mut SplitMix64) -> Option<String>,
+    kind: &str,
+) -> Vec<Example> {
     let mut rng = SplitMix64::new(seed);
-    let mut spans = Vec::new();
-    for example in examples.iter() {
-        let text = data::clean_text(&example.text);
+    let mut pieces = Vec::new();
+    if per_review == 0 {
+        return pieces;
+    }
+    for review in reviews {
+        let text = data::clean_text(&review.text);
         for n in 0..per_review {
-            if let Some(span) = data::random_span(&text, &mut rng) {
-                spans.push(Example {
-                    text: span,
-                    label: example.label,
-                    source: format!("{}#span{n}", example.source),
+            if let Some(piece) = draw(&text, &mut rng) {
+                pieces.push(Example {
+                    text: piece,
+                    label: review.label,
+                    source: format!("{}#{kind}{n}", review.source),
                 });
             }
         }
     }
-    examples.extend(spans);
+    pieces
 }
 
 /// Cleans (`<br />` → space) and tokenizes with head+tail truncation.

@@ -82,6 +82,10 @@ pub struct Args {
     /// (1/5), so the model also learns the short texts MQTT carries. 0: whole reviews only.
     #[arg(long, default_value_t = 0, value_name = "N")]
     spans_per_review: usize,
+    /// Add M random openings of each training (and validation) review, labelled as the
+    /// review: its first 5-60 words (uniform), as a message cut off mid-review reads. 0: none.
+    #[arg(long, default_value_t = 0, value_name = "M")]
+    openings_per_review: usize,
     /// Start the trainable tensors from an earlier run's kept model (its adapter/, or model/
     /// with --full) instead of a fresh initialisation: a second stage, e.g. more short spans at
     /// a lower --lr. Base, --full, --lora-r, --lora-alpha and --lora-targets must match it.
@@ -146,6 +150,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.limit = args.limit;
     config.validation_fraction = args.validation_fraction;
     config.spans_per_review = args.spans_per_review;
+    config.openings_per_review = args.openings_per_review;
     config.init_from = args.init_from;
     config.checkpoint_every = args.checkpoint_every;
     config.resume = args.resume;
