@@ -13,15 +13,16 @@
 //! output.
 //!
 //! Its operands are swapped against tract's AMX kernel so that the tiles come out in the
-//! output's layout: the weights (tract's `a`, `m` = output features) are packed `PackedI8K4(32)`
-//! — four `k` of each feature side by side, which is AMX's right-hand layout — and the
+//! output's layout: the weights (tract's `a`, `m` = output features) are packed
+//! [`WeightSteps`] — tract's `PackedI8K4(32)` layout, four `k` of each feature side by side,
+//! which is AMX's right-hand layout, with `k` padded to whole steps of 64 — and the
 //! activations (`b`, `n` = tokens) `PackedAmxA(32)` (or 16), each token's `k` bytes in a row,
 //! which is AMX's left-hand layout. A tile row is then one token's 16 features, contiguous in
 //! the output (features are the output's innermost axis), so `tilestored` writes it where it
 //! belongs.
 //!
-//! The tier names them for int32 products whose `k` is a multiple of 64 and that have more than
-//! one column (otherwise tract's kernels answer), on machines where tract's AMX gate
+//! The tier names them for int32 products of more than one column (otherwise tract's kernels
+//! answer), on machines where tract's AMX gate
 //! (CPUID plus the kernel's permission for tile data) passed. It accepts only the fused
 //! operations an int8 projection of this engine needs (the product and its store; scaling,
 //! bias and activation run in the engine's own `DequantizeRows`): tract runs anything else
@@ -29,15 +30,19 @@
 
 use std::arch::asm;
 
+use std::sync::Arc;
+
 use tract_linalg::isa::{Arch, Isa, IsaReq, IsaSet};
 use tract_linalg::mmm::{
-    DynKernel, FusedKerSpec, FusedSpec, MMMInputFormat, MatMatMul, OutputStoreKer, Query, Suitable,
+    DynKernel, EagerPackedInput, FusedKerSpec, FusedSpec, MMMInputFormat, MMMInputValue, MatMatMul,
+    OutputStoreKer, PackedExoticFact, PackedMatrixStorage, Query, Suitable,
 };
 use tract_linalg::mmm_routines::MmmRoutine;
 use tract_linalg::mmm_tiers::MmmTier;
-use tract_linalg::pack::PackedI8K4;
 use tract_linalg::x86_64::amx::PackedAmxA;
-use tract_onnx::prelude::DatumType;
+use tract_linalg::WeightType;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
 
 /// The kernels' names in tract's kernel list (and in profiles): 32 features × 32 or 16 tokens.
 const NAME_32X32: &str = "sentimq_amx_i32_32x32";
@@ -49,7 +54,7 @@ const FEATURES: usize = 32;
 /// `k` values one `tdpbssd` consumes.
 const K_STEP: usize = 64;
 
-/// Bytes between two rows of four `k` in the weights' `PackedI8K4(32)` panel.
+/// Bytes between two rows of four `k` in a weight panel.
 const WEIGHT_ROW: usize = FEATURES * 4;
 
 /// How far ahead of its step the kernel asks for weights (two steps): with few tokens a product
@@ -77,10 +82,8 @@ inventory::submit! {
 
 /// The kernel computing `TOKENS` (16 or 32) tokens × 32 features per call.
 fn make_kernel<const TOKENS: usize>() -> Box<dyn MatMatMul> {
-    let packings: Vec<(Box<dyn MMMInputFormat>, Box<dyn MMMInputFormat>)> = vec![(
-        Box::new(PackedI8K4::new(FEATURES)),
-        Box::new(PackedAmxA::new(TOKENS)),
-    )];
+    let packings: Vec<(Box<dyn MMMInputFormat>, Box<dyn MMMInputFormat>)> =
+        vec![(Box::new(WeightSteps), Box::new(PackedAmxA::new(TOKENS)))];
     let name = if TOKENS == 32 { NAME_32X32 } else { NAME_32X16 };
     Box::new(DynKernel::<FEATURES, TOKENS, i32> {
         name: name.to_string(),
@@ -97,18 +100,16 @@ fn make_kernel<const TOKENS: usize>() -> Box<dyn MatMatMul> {
     })
 }
 
-/// These kernels for int32 products with `k` a known multiple of [`K_STEP`] and more than one
-/// column (`n`, tokens): the 16-token one up to 16 tokens, the 32-token one above; no opinion
-/// otherwise, and tract's tiers answer. Both pack the weights alike, so every plan of a model
-/// shares one copy whatever its length.
+/// These kernels for int32 products of more than one column (`n`, tokens): the 16-token one up
+/// to 16 tokens, the 32-token one above; no opinion otherwise, and tract's tiers answer. Both
+/// pack the weights alike, so every plan of a model shares one copy whatever its length.
 fn preferred(
     _: &IsaSet,
     accumulator: DatumType,
     query: &Query,
     _: &[Suitable],
 ) -> Option<&'static str> {
-    let whole_steps = query.k.is_some_and(|k| k > 0 && k % K_STEP == 0);
-    if accumulator != DatumType::I32 || !whole_steps {
+    if accumulator != DatumType::I32 {
         return None;
     }
     match query.n {
@@ -118,28 +119,127 @@ fn preferred(
     }
 }
 
+/// The weights' packing: tract's `PackedI8K4(32)` layout (for each group of four `k`, the 32
+/// features' four bytes side by side) with `k` padded with zeros to a multiple of 64, so that
+/// every step of the kernel reads whole tiles inside the panel. The tokens' `PackedAmxA` pads
+/// `k` alike, so the padding adds zeros.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct WeightSteps;
+
+impl WeightSteps {
+    fn panel_bytes(k: usize) -> usize {
+        k.div_ceil(K_STEP) * K_STEP * FEATURES
+    }
+}
+
+impl std::fmt::Display for WeightSteps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "I8K4Steps64[{FEATURES}]")
+    }
+}
+
+impl MMMInputFormat for WeightSteps {
+    fn prepare_tensor(&self, t: &Tensor, k_axis: usize, mn_axis: usize) -> TractResult<Tensor> {
+        let packed = self.prepare_one(t, k_axis, mn_axis)?;
+        Ok(PackedMatrixStorage::new(packed).into_tensor(t.datum_type()))
+    }
+
+    fn prepare_one_view(
+        &self,
+        t: &TensorView,
+        k_axis: usize,
+        mn_axis: usize,
+    ) -> TractResult<Box<dyn MMMInputValue>> {
+        ensure!(
+            k_axis != mn_axis,
+            "k and mn axes must differ (both {k_axis})"
+        );
+        ensure!(
+            t.datum_type().unquantized() == DatumType::I8,
+            "{self} packs int8, not {:?}",
+            t.datum_type()
+        );
+        let (k, mn) = (t.shape()[k_axis], t.shape()[mn_axis]);
+        let (k_stride, mn_stride) = (t.strides()[k_axis], t.strides()[mn_axis]);
+        let panel = Self::panel_bytes(k);
+        let panels = mn.div_ceil(FEATURES);
+        // SAFETY: zeroed before the values are written; read only after.
+        let mut blob = unsafe { Blob::new_for_size_and_align(panels * panel, 64) };
+        let bytes = blob.as_bytes_mut();
+        bytes.fill(0);
+        // SAFETY: the view's data holds `mn × k` int8 at these strides.
+        let values = unsafe { t.as_ptr_unchecked::<i8>() };
+        for m in 0..mn {
+            let start = (m / FEATURES) * panel + (m % FEATURES) * 4;
+            for c in 0..k {
+                let offset = m as isize * mn_stride + c as isize * k_stride;
+                // SAFETY: `m < mn` and `c < k` address a value of the view.
+                let value = unsafe { *values.offset(offset) };
+                bytes[start + (c / 4) * WEIGHT_ROW + c % 4] = value as u8;
+            }
+        }
+        Ok(Box::new(EagerPackedInput {
+            fact: PackedExoticFact {
+                format: Box::new(self.clone()),
+                mn: mn.to_dim(),
+                k,
+            },
+            packed: Arc::new(blob),
+            panel_bytes: panel,
+            mn,
+        }))
+    }
+
+    fn precursor(&self) -> WeightType {
+        WeightType::Plain(DatumType::I8)
+    }
+
+    fn r(&self) -> usize {
+        FEATURES
+    }
+
+    fn k_alignment(&self) -> usize {
+        K_STEP
+    }
+
+    fn merge_with<'o, 'a: 'o, 'b: 'o>(
+        &'a self,
+        other: &'b dyn MMMInputFormat,
+    ) -> Option<&'o dyn MMMInputFormat> {
+        other.downcast_ref::<WeightSteps>().map(|_| self as _)
+    }
+
+    fn mem_size(&self, k: TDim, mn: TDim) -> TDim {
+        mn.divceil(FEATURES) * Self::panel_bytes(k.to_usize().unwrap_or(0))
+    }
+
+    fn extract_at_mn_f16(&self, _: &EagerPackedInput, _: usize, _: &mut [f16]) -> TractResult<()> {
+        bail!("{self}: no f16 extraction")
+    }
+
+    fn extract_at_mn_f32(&self, _: &EagerPackedInput, _: usize, _: &mut [f32]) -> TractResult<()> {
+        bail!("{self}: no f32 extraction")
+    }
+}
+
 /// AMX tile configuration (palette 1): the 64-byte block `ldtilecfg` reads.
 #[repr(C, align(64))]
 struct TileConfig([u8; 64]);
 
 impl TileConfig {
-    /// Tiles 0–3 accumulate (16 tokens × 16 int32 features), 4–5 hold 16 tokens × `k_bytes`
-    /// activations, 6–7 `k_bytes / 4` rows of 16 features × 4 weights.
-    fn new(k_bytes: usize) -> TileConfig {
+    /// Every tile 16 rows of 64 bytes: 0–3 accumulate (16 tokens × 16 int32 features), 4–5 hold
+    /// 16 tokens × 64 `k`, 6–7 16 groups of four `k` × 16 features.
+    const STEPS: TileConfig = {
         let mut config = [0u8; 64];
         config[0] = 1;
-        let (k_bytes, k_rows) = (k_bytes as u16, (k_bytes / 4) as u8);
-        for tile in 0..8 {
-            let (columns, rows) = match tile {
-                0..=3 => (64u16, 16u8),
-                4 | 5 => (k_bytes, 16),
-                _ => (64, k_rows),
-            };
-            config[16 + 2 * tile..18 + 2 * tile].copy_from_slice(&columns.to_le_bytes());
-            config[48 + tile] = rows;
+        let mut tile = 0;
+        while tile < 8 {
+            config[16 + 2 * tile] = 64;
+            config[48 + tile] = 16;
+            tile += 1;
         }
         TileConfig(config)
-    }
+    };
 
     /// Loads this configuration unless it is the one in force (tract's own AMX kernel, which
     /// still serves one-token products, loads its own).
@@ -175,7 +275,7 @@ impl TileConfig {
 unsafe fn run<const TOKENS: usize>(specs: &[FusedKerSpec<i32>]) -> isize {
     // SAFETY (every block below): per this function's contract.
     unsafe {
-        TileConfig::new(K_STEP).ensure();
+        TileConfig::STEPS.ensure();
         clear();
         for spec in specs {
             match *spec {
@@ -208,25 +308,19 @@ unsafe fn clear() {
     };
 }
 
-/// Adds the product of a weight panel (`weights`, `PackedI8K4(32)`) and an activation panel
+/// Adds the product of a weight panel (`weights`, [`WeightSteps`]) and an activation panel
 /// (`tokens`, `PackedAmxA(TOKENS)`) over `k` to the accumulators (tiles 0–1 for the first 16
-/// tokens, 2–3 for the next 16). A `k` that is not a multiple of 64 ends with a shorter step
-/// under a configuration of its own (restored after).
+/// tokens, 2–3 for the next 16), one step of 64 `k` at a time: both packings pad `k` with
+/// zeros to whole steps.
 unsafe fn add_mat_mul<const TOKENS: usize>(k: usize, weights: *const u8, tokens: *const u8) {
     let token_row = k.div_ceil(K_STEP) * K_STEP;
     let second_tokens = 16 * token_row;
-    let mut done = 0;
     // SAFETY: AMX is configured; every tile load stays inside its panel: `TOKENS` token rows of
-    // `token_row` bytes, and `k` rounded up to 4 rows of 32 × 4 weight bytes.
+    // `token_row` bytes, and `token_row / 4` rows of 32 × 4 weight bytes.
     unsafe {
-        while done < k {
-            let step = (k - done).min(K_STEP);
-            let short = step < K_STEP;
-            if short {
-                reconfigure(step.next_multiple_of(4));
-            }
-            let tokens = tokens.add(done);
-            let weights = weights.add(done / 4 * WEIGHT_ROW);
+        for step in 0..k.div_ceil(K_STEP) {
+            let tokens = tokens.add(step * K_STEP);
+            let weights = weights.add(step * K_STEP / 4 * WEIGHT_ROW);
             let ahead = weights.add(PREFETCH_AHEAD);
             asm!(
                 "prefetcht0 [{p}]",
@@ -281,24 +375,7 @@ unsafe fn add_mat_mul<const TOKENS: usize>(k: usize, weights: *const u8, tokens:
                     options(nostack, readonly),
                 );
             }
-            if short {
-                reconfigure(K_STEP);
-            }
-            done += step;
         }
-    }
-}
-
-/// Loads the configuration for `k_bytes` per step, keeping the accumulators (a new
-/// configuration zeroes every tile).
-unsafe fn reconfigure(k_bytes: usize) {
-    let mut sums = [0i32; 32 * FEATURES];
-    let row_bytes = (FEATURES * 4) as isize;
-    // SAFETY: AMX is configured; `sums` holds the 32 × 32 accumulators.
-    unsafe {
-        store_tiles::<32>(sums.as_mut_ptr().cast(), row_bytes);
-        TileConfig::new(k_bytes).load();
-        load_tiles(sums.as_ptr().cast(), row_bytes);
     }
 }
 
@@ -326,26 +403,6 @@ unsafe fn store_tiles<const TOKENS: usize>(to: *mut u8, row_bytes: isize) {
             );
         }
     }
-}
-
-/// The inverse of `store_tiles::<32>`.
-unsafe fn load_tiles(from: *const u8, row_bytes: isize) {
-    let lower = 16 * row_bytes;
-    // SAFETY: AMX is configured; `from` spans 32 rows of `row_bytes`.
-    unsafe {
-        asm!(
-            "tileloadd tmm0, [{p} + {s} * 1]",
-            "tileloadd tmm1, [{p64} + {s} * 1]",
-            "tileloadd tmm2, [{q} + {s} * 1]",
-            "tileloadd tmm3, [{q64} + {s} * 1]",
-            p = in(reg) from,
-            p64 = in(reg) from.add(64),
-            q = in(reg) from.offset(lower),
-            q64 = in(reg) from.offset(lower).add(64),
-            s = in(reg) row_bytes,
-            options(nostack, readonly),
-        )
-    };
 }
 
 /// Writes the tile to `store` (`row_byte_stride` between features, `col_byte_stride` between
@@ -381,8 +438,7 @@ fn available() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_linalg::mmm::EagerPackedInput;
-    use tract_onnx::prelude::*;
+    use tract_linalg::pack::PackedI8K4;
 
     /// `rows × k` int8 values covering the whole range.
     fn matrix(rows: usize, k: usize, seed: usize) -> (Tensor, Vec<i8>) {
@@ -399,13 +455,11 @@ mod tests {
     fn tile<const TOKENS: usize>(k: usize, feature_stride: isize, token_stride: isize) {
         let (weights, w) = matrix(FEATURES, k, 1);
         let (tokens, t) = matrix(TOKENS, k, 2);
-        let packed_weights = PackedI8K4::new(FEATURES)
-            .pack_view(&weights.view(), 1, 0)
-            .expect("packs");
+        let packed_weights = WeightSteps.prepare_one(&weights, 1, 0).expect("packs");
         let packed_tokens = PackedAmxA::new(TOKENS)
             .pack_view(&tokens.view(), 1, 0)
             .expect("packs");
-        let eager = |p: &dyn tract_linalg::mmm::MMMInputValue| {
+        let eager = |p: &dyn MMMInputValue| {
             p.downcast_ref::<EagerPackedInput>()
                 .expect("eager")
                 .packed
@@ -463,7 +517,46 @@ mod tests {
     }
 
     #[test]
-    fn the_tier_names_the_kernel_only_for_whole_k_steps_and_several_columns() {
+    fn weights_are_tracts_k4_layout_padded_to_whole_steps() {
+        for (mn, k) in [(32, 384), (40, 312), (5, 7), (64, 1200)] {
+            let (weights, _) = matrix(mn, k, 3);
+            let ours = WeightSteps.prepare_one(&weights, 1, 0).expect("packs");
+            let ours = ours.downcast_ref::<EagerPackedInput>().expect("eager");
+            let tracts = PackedI8K4::new(FEATURES)
+                .prepare_one(&weights, 1, 0)
+                .expect("packs");
+            let tracts = tracts.downcast_ref::<EagerPackedInput>().expect("eager");
+            let used = tracts.panel_bytes;
+            assert_eq!(ours.panel_bytes, k.div_ceil(64) * 64 * FEATURES);
+            for (panel, theirs) in ours
+                .packed
+                .as_bytes()
+                .chunks(ours.panel_bytes)
+                .zip(tracts.packed.as_bytes().chunks(used))
+            {
+                assert_eq!(&panel[..used], theirs, "{mn}×{k}");
+                assert!(panel[used..].iter().all(|&b| b == 0), "{mn}×{k}: padding");
+            }
+        }
+        // The packing of a transposed view (`k` strided) is the same.
+        let (weights, _) = matrix(40, 100, 4);
+        let transposed = weights.clone().permute_axes(&[1, 0]).expect("permutes");
+        let direct = WeightSteps.prepare_one(&weights, 1, 0).expect("packs");
+        let strided = WeightSteps
+            .prepare_one_view(&transposed.view(), 0, 1)
+            .expect("packs");
+        let bytes = |p: &dyn MMMInputValue| {
+            p.downcast_ref::<EagerPackedInput>()
+                .expect("eager")
+                .packed
+                .as_bytes()
+                .to_vec()
+        };
+        assert_eq!(bytes(&*direct), bytes(&*strided));
+    }
+
+    #[test]
+    fn the_tier_names_the_kernels_for_products_of_several_columns() {
         let query = |m, k, n| Query {
             weight: tract_linalg::WeightType::Plain(DatumType::I8),
             activation: DatumType::I8,
@@ -480,11 +573,7 @@ mod tests {
         assert_eq!(ask(&query(384, 384, 17), DatumType::I32), Some(NAME_32X32));
         assert_eq!(ask(&query(384, 384, 16), DatumType::I32), Some(NAME_32X16));
         assert_eq!(ask(&query(384, 384, 1), DatumType::I32), None, "one column");
-        assert_eq!(
-            ask(&query(384, 100, 128), DatumType::I32),
-            None,
-            "k not whole steps"
-        );
+        assert_eq!(ask(&query(312, 1200, 48), DatumType::I32), Some(NAME_32X32));
         assert_eq!(ask(&query(384, 384, 128), DatumType::F32), None);
     }
 }
