@@ -91,11 +91,12 @@ fn default_model_is_complete_and_small() {
     );
 }
 
-/// The committed training records (`training/`) are the runs the card describes: stages 2
-/// and 3 each started from the previous stage's adapter, on the same validation split, with
-/// more spans per review, and the last report's calibration is the committed adapter's.
+/// The committed training records (`training/`) are the runs the card describes: stages 2 to
+/// 4 each started from the previous stage's adapter, on the same base, data and validation
+/// split, with short pieces of the reviews (spans, then openings too) in every stage after the
+/// first, and the last report's calibration is the committed adapter's.
 #[test]
-fn training_records_describe_the_three_stage_recipe() {
+fn training_records_describe_the_four_stage_recipe() {
     let training = default_model().join("training");
     let read = |file: &str| -> serde_json::Value {
         let path = training.join(file);
@@ -106,9 +107,10 @@ fn training_records_describe_the_three_stage_recipe() {
     let stages = [
         read("stage1-report.json"),
         read("stage2-report.json"),
+        read("stage3-report.json"),
         read("report.json"),
     ];
-    for prefix in ["stage1-", "stage2-", ""] {
+    for prefix in ["stage1-", "stage2-", "stage3-", ""] {
         for file in ["curve.png", "reliability.png"] {
             let file = format!("{prefix}{file}");
             assert!(training.join(&file).is_file(), "training/{file} is missing");
@@ -126,8 +128,6 @@ fn training_records_describe_the_three_stage_recipe() {
             "stage {stage} starts from the previous stage's adapter"
         );
         for field in [
-            "base",
-            "data",
             "limit",
             "seed",
             "validation_fraction",
@@ -139,19 +139,46 @@ fn training_records_describe_the_three_stage_recipe() {
                 "stage {stage} shares {field} with the stage before"
             );
         }
+        // The same files, whichever way the run spelled their paths (`../shared/…` from the
+        // repository, or absolute).
+        let file_name = |report: &serde_json::Value, field: &str| {
+            let path = report["config"][field]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            std::path::Path::new(&path)
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+        };
+        for field in ["base", "data"] {
+            assert_eq!(
+                file_name(earlier, field),
+                file_name(later, field),
+                "stage {stage} shares {field} with the stage before"
+            );
+        }
+        let pieces = |report: &serde_json::Value| {
+            ["spans_per_review", "openings_per_review"]
+                .iter()
+                .map(|field| report["config"][field].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        };
         assert!(
-            later["config"]["spans_per_review"].as_u64()
-                > earlier["config"]["spans_per_review"].as_u64(),
-            "stage {stage} trains on more spans per review"
+            pieces(later) > 0,
+            "stage {stage} trains on short pieces of the reviews"
         );
     }
+    assert!(
+        stages[3]["config"]["openings_per_review"].as_u64() > Some(0),
+        "stage 4 adds review openings"
+    );
     let calibration = Calibration::read(&default_model().join("adapter"))
         .expect("adapter/calibration.json is readable")
         .expect("the shipped adapter is calibrated");
     assert_eq!(
-        stages[2]["calibration"]["temperature"].as_f64(),
+        stages[3]["calibration"]["temperature"].as_f64(),
         Some(calibration.temperature),
-        "the committed adapter is stage 3's"
+        "the committed adapter is stage 4's"
     );
 }
 

@@ -274,10 +274,12 @@ mod tests {
         assert_close_to_tracts(&fused, &plain);
     }
 
-    /// `fused`'s logits within 0.02 and probabilities within 0.005 of `plain`'s on [`rows`]:
+    /// `fused`'s logits within 0.05 and probabilities within 0.02 of `plain`'s on [`rows`]:
     /// reordered sums move values in their last bits, which flips the rounding of a few int8
-    /// activations downstream, differences of the size int8 itself makes (0.05 in probability
-    /// against the f32 graph), far smaller here.
+    /// activations downstream, differences of the kind int8 itself makes against the f32 graph
+    /// (up to 0.05 in probability; 0.034 on `sentimq build`'s parity texts for the shipped
+    /// model), smaller here. How far a flip moves the output depends on the weights: 0.005 in
+    /// probability held for the previous shipped model, 0.014 for this one.
     fn assert_close_to_tracts(
         fused: &tract_onnx::pb::ModelProto,
         plain: &tract_onnx::pb::ModelProto,
@@ -295,7 +297,7 @@ mod tests {
                     .fold(0f32, f32::max)
             });
             assert!(
-                logits <= 0.02 && probabilities <= 0.005,
+                logits <= 0.05 && probabilities <= 0.02,
                 "{ours:?} vs {tracts:?}"
             );
         }
