@@ -276,7 +276,7 @@ unsafe fn run<const TOKENS: usize>(specs: &[FusedKerSpec<i32>]) -> isize {
     // SAFETY (every block below): per this function's contract.
     unsafe {
         TileConfig::STEPS.ensure();
-        clear();
+        // tract's tile operations start with `Clear`, which zeroes the accumulators.
         for spec in specs {
             match *spec {
                 FusedKerSpec::Done => break,
