@@ -26,6 +26,8 @@ done
 command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 command -v arm-linux-gnueabihf-gcc >/dev/null || need_apt+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
 command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)
+# LLVM's linker for the targets' release builds (cross/build.sh: packed relocations).
+[ -x /usr/lib/llvm-15/bin/ld.lld ] || need_apt+=(lld-15)
 # OpenBLAS for the training step's matmuls, linked statically (crates/train-kernels/build.rs).
 [ -f "/usr/lib/$(gcc -print-multiarch)/openblas-pthread/libopenblas.a" ] || need_apt+=(libopenblas-pthread-dev)
 # systemd-analyze (unit checks) and dpkg-deb (package checks).

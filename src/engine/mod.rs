@@ -1,10 +1,11 @@
 //! Runs an exported classifier graph with tract: parse once, optimize once per input shape,
 //! run many batches.
 //!
-//! [`Engine::load`] parses the ONNX file and keeps the parsed model. There is no single plan
-//! with symbolic `batch` and `sequence`: tract fuses the element-wise ops only when it knows
-//! their sizes, so the engine optimizes one runnable plan per concrete `(rows, sequence)` shape,
-//! on first use (`plans.rs`). [`Session::classify`] runs each text as its own row, padded with
+//! [`Engine::load`] parses the ONNX file, types and declutters it once with symbolic `rows`
+//! and `sequence` dimensions, and keeps that model. There is no single plan with symbolic
+//! dimensions: tract fuses the element-wise ops only when it knows their sizes, so the engine
+//! optimizes one runnable plan per concrete `(rows, sequence)` shape, on first use
+//! (`plans.rs`). [`Session::classify`] runs each text as its own row, padded with
 //! the batch's pad id up to its length bucket (every 16 tokens up to 128, 32 up to 256, 64 up
 //! to 512: [`EngineOptions::sequence_bucket`] is the finest step), so a handful of plans covers
 //! every length; [`Engine::run_all`] runs a batch at its exact shape. Plans live in an LRU cache
@@ -226,7 +227,7 @@ impl Engine {
                 path: path.to_path_buf(),
                 name: "probabilities",
             })?;
-        let plans = Arc::new(PlanCache::new(model, path, options));
+        let plans = Arc::new(PlanCache::new(model, path, options)?);
         plans.get(Shape {
             rows: 1,
             sequence: bucket(1, options.sequence_bucket),

@@ -4,11 +4,15 @@
 //! tract optimizes elementwise ops (bias adds, residual adds, per-token rescales) into fused
 //! kernels only when it can prove their sizes, which symbolic `batch`/`sequence` dims defeat:
 //! on MiniLM int8 at 128 tokens a symbolic plan measured 56 ms against 34 ms for a plan made
-//! for that shape. So the parsed model is kept, and one optimized plan is made per
-//! `(rows, sequence)` shape actually run; sequences are rounded up to a length bucket
-//! ([`bucket`]) so a handful of plans covers every text length. Each shape is optimized once,
-//! by whichever thread asks first (others wait for it); once every bucket a caller needs has
-//! its plan, the parsed model can be released ([`PlanCache::release_source`]).
+//! for that shape. So the parsed model is typed and decluttered once with the two dimensions
+//! left as symbols (the *source*), and one optimized plan is made per `(rows, sequence)` shape
+//! actually run, by binding the symbols in a copy of the source and optimizing that; sequences
+//! are rounded up to a length bucket ([`bucket`]) so a handful of plans covers every text
+//! length. Each shape is optimized once, by whichever thread asks first (others wait for it);
+//! once every bucket a caller needs has its plan, the source can be released
+//! ([`PlanCache::release_source`]). Decluttering once, rather than per plan, also spares each
+//! plan's optimization the copies tract's axis rewrites make of the weights (10 MB for MiniLM
+//! while the parsed weights are still held).
 //!
 //! Optimizing a plan packs the matmul weights for tract's kernels (≈ the int8 weights: 11 MB
 //! for MiniLM-L6, 4 MB for TinyBERT-4L) into the optimized matmul ops themselves, and converts
@@ -85,11 +89,11 @@ pub(super) struct Shape {
 
 type Plan = Arc<TypedRunnableModel>;
 
-/// The parsed model, its most recently used plans (most recent last) and the constants they
-/// share.
+/// The decluttered model, its most recently used plans (most recent last) and the constants
+/// they share.
 pub(super) struct PlanCache {
-    /// The parsed model plans are made from; `None` once released ([`PlanCache::release_source`]).
-    model: Mutex<Option<InferenceModel>>,
+    /// The model plans are made from; `None` once released ([`PlanCache::release_source`]).
+    source: Mutex<Option<Source>>,
     path: PathBuf,
     pub options: EngineOptions,
     plans: Mutex<Plans>,
@@ -210,16 +214,61 @@ fn zero_panel_padding(eager: &mut EagerPackedInput) {
     bytes[whole..].fill(0);
 }
 
+/// The parsed model as tract's typed model, decluttered, with its two inputs' dimensions left
+/// as the symbols `rows` and `sequence`.
+struct Source {
+    model: TypedModel,
+    rows: Symbol,
+    sequence: Symbol,
+}
+
+impl Source {
+    /// Types and declutters `model`, whose two inputs are int64 `[rows, sequence]` token ids
+    /// and attention mask.
+    fn new(model: InferenceModel) -> TractResult<Self> {
+        let rows = model.symbols.sym("sentimq_rows");
+        let sequence = model.symbols.sym("sentimq_sequence");
+        let fact = InferenceFact::dt_shape(
+            i64::datum_type(),
+            tvec!(TDim::from(rows.clone()), TDim::from(sequence.clone())),
+        );
+        let model = model
+            .with_input_fact(0, fact.clone())?
+            .with_input_fact(1, fact)?
+            .into_typed()?
+            .into_decluttered()?;
+        Ok(Source {
+            model,
+            rows,
+            sequence,
+        })
+    }
+
+    /// A copy of the model with the dimensions bound to `shape`.
+    fn bind(&self, shape: Shape) -> TractResult<TypedModel> {
+        let values = HashMap::from([
+            (self.rows.clone(), TDim::Val(shape.rows as i64)),
+            (self.sequence.clone(), TDim::Val(shape.sequence as i64)),
+        ]);
+        self.model.set_symbols(&values)
+    }
+}
+
 impl PlanCache {
-    pub fn new(model: InferenceModel, path: &Path, options: EngineOptions) -> Self {
-        PlanCache {
-            model: Mutex::new(Some(model)),
+    /// Types and declutters `model` once for all the plans to come.
+    pub fn new(model: InferenceModel, path: &Path, options: EngineOptions) -> Result<Self, Error> {
+        let source = Source::new(model).map_err(|e| Error::BadModel {
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
+        Ok(PlanCache {
+            source: Mutex::new(Some(source)),
             path: path.to_path_buf(),
             options,
             plans: Mutex::new(Plans::default()),
             built: Condvar::new(),
             constants: Mutex::new(ConstantPool::default()),
-        }
+        })
     }
 
     /// The plan for `shape`, optimizing it on first use. A thread asking for a shape that
@@ -252,7 +301,7 @@ impl PlanCache {
         Ok(plan)
     }
 
-    /// Drops the parsed model (and the pool, whose contents the plans hold) if the plan of every
+    /// Drops the source model (and the pool, whose contents the plans hold) if the plan of every
     /// shape in `shapes` is cached and the cache holds them all, so none is evicted; afterwards
     /// a shape not cached is an error. Returns whether it did.
     pub fn release_source(&self, shapes: &[Shape]) -> bool {
@@ -263,7 +312,7 @@ impl PlanCache {
         if !all_cached || shapes.len() > self.options.plan_cache_size.max(1) {
             return false;
         }
-        let source = lock(&self.model).take();
+        let source = lock(&self.source).take();
         let pool = std::mem::take(&mut *lock(&self.constants));
         drop(plans);
         drop((source, pool));
@@ -280,17 +329,16 @@ impl PlanCache {
             path: self.path.clone(),
             source: e.into(),
         };
-        let source = lock(&self.model).clone().ok_or(Error::NoPlan {
-            path: self.path.clone(),
-            rows: shape.rows,
-            sequence: shape.sequence,
-        })?;
-        let fact = InferenceFact::dt_shape(i64::datum_type(), tvec!(shape.rows, shape.sequence));
-        let mut optimized = source
-            .with_input_fact(0, fact.clone())
-            .and_then(|m| m.with_input_fact(1, fact))
-            .and_then(|m| m.into_optimized())
+        let bound = lock(&self.source)
+            .as_ref()
+            .ok_or(Error::NoPlan {
+                path: self.path.clone(),
+                rows: shape.rows,
+                sequence: shape.sequence,
+            })?
+            .bind(shape)
             .map_err(bad)?;
+        let mut optimized = bound.into_optimized().map_err(bad)?;
         lock(&self.constants).share(&mut optimized).map_err(bad)?;
         super::packing::swap_packers(&mut optimized).map_err(bad)?;
         optimized.into_runnable().map_err(bad)
@@ -369,6 +417,7 @@ mod tests {
             .model_for_path(&path)
             .expect("the shipped model parses");
         PlanCache::new(model, &path, EngineOptions::default())
+            .expect("the shipped model declutters")
     }
 
     #[cfg(feature = "workstation")]
@@ -432,7 +481,7 @@ mod tests {
             plan_cache_size: 1,
             ..EngineOptions::default()
         };
-        let small = PlanCache::new(model, &path, one_plan);
+        let small = PlanCache::new(model, &path, one_plan).expect("the shipped model declutters");
         small.get(short).expect("a plan");
         small.get(longer).expect("a plan");
         assert!(

@@ -12,8 +12,10 @@
 //!   and the bias, four nodes and three passes (a cast, its zero fill, a chain), in one; and
 //!   where the intermediate layer's GELU reads it, the GELU too (four more nodes, a copy).
 //! - `add_layer_norm`: a residual sum and the layer normalization reading it, two nodes that
-//!   tract runs as seven passes (the sum, two reductions, the steps between), in three. Its
-//!   sums run in another order than tract's reductions, so this one can change the last bits.
+//!   tract runs as seven passes (the sum, two reductions, the steps between), in three (the
+//!   embeddings' with the slice of position rows it adds, so that no plan keeps its own copy
+//!   of them). Its sums run in another order than tract's reductions, so this one can change
+//!   the last bits.
 //! - `attention` (x86_64): a layer's attention, every head, from the projection's rows to the
 //!   merged context: the heads' transposes, splits, two products, the mask's sum and the
 //!   softmax, eleven nodes, as one pass per head over its keys and values. Its sums, too, run
@@ -151,7 +153,6 @@ impl<'a> Graph<'a> {
     }
 
     /// The values of an int64 initializer (little-endian `raw_data` or `int64_data`).
-    #[cfg(target_arch = "x86_64")]
     fn i64_initializer(&self, name: &str) -> Option<Vec<i64>> {
         let tensor = self.initializers.get(name)?;
         if tensor.data_type != DataType::Int64 as i32 {
@@ -265,10 +266,15 @@ mod tests {
         let layer_norms = 6 * 2 + 1;
         assert_eq!(replace(graph, quantize_rows::find), linear_layers);
         assert_eq!(replace(graph, dequantize_rows::find), linear_layers);
+        let slices =
+            |graph: &GraphProto| graph.node.iter().filter(|n| n.op_type == "Slice").count();
+        let slices_before = slices(graph);
         assert_eq!(replace(graph, add_layer_norm::find), layer_norms);
+        // The embeddings' also takes the Slice of its position rows.
+        assert_eq!(slices(graph), slices_before - 1);
         assert_eq!(
             graph.node.len(),
-            nodes_before - linear_layers * (7 + 3) - layer_norms
+            nodes_before - linear_layers * (7 + 3) - layer_norms - 1
         );
         assert!(graph.node.iter().all(|n| n.op_type != "LayerNormalization"));
         assert_close_to_tracts(&fused, &plain);
