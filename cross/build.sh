@@ -8,9 +8,10 @@
 # (Pi 2/3/Zero 2, 32-bit OS). rustup cannot add targets here; Debian's rustc-web
 # (/usr/bin/rustc, 1.96) is used with the target's prebuilt standard library from Debian's
 # multiarch package libstd-rust-web-dev:<arm64|armhf> (the same rustc release). The GNU cross
-# gcc links; `cargo test` and `cargo run` run the binaries under qemu-user.
-# `scripts/setup.sh` installs the packages. With Docker, `cross build --release --target
-# <target> --bin sentimqd --no-default-features` (Cross.toml) builds the same binaries.
+# gcc links (through lld-15 for --release builds, below); `cargo test` and `cargo run` run the
+# binaries under qemu-user. `scripts/setup.sh` installs the packages. With Docker, `cross build
+# --release --target <target> --bin sentimqd --no-default-features` (Cross.toml) builds the
+# same code, linked by GNU ld (1.3 MB larger on aarch64, no glibc 2.36 requirement).
 #
 # Output goes to $SENTIMQ_CROSS_TARGET_DIR (default target/cross): the compiler differs from
 # rustup's, so its artifacts are kept apart from the host's.
