@@ -3,8 +3,10 @@
 //! Each worker is a dedicated `std::thread` (never a runtime worker, never `spawn_blocking`)
 //! owning its tract session and scratch buffers. It takes batches from a bounded MPMC queue
 //! and hands replies to the outbox with `blocking_send`, so a slow broker slows the workers
-//! instead of growing a queue. A panicking worker sets the `failed` flag, which stops the
-//! daemon with an error (its batch stays unacknowledged and is redelivered). Before each batch
+//! instead of growing a queue. Where panics unwind (test builds), a panicking worker sets the
+//! `failed` flag, which stops the daemon with an error; release builds abort on panic
+//! (`Cargo.toml`), and the broker publishes the Last Will. Either way its batch stays
+//! unacknowledged and is redelivered. Before each batch
 //! (and every [`ModelSlot::POLL`] while idle) it moves to a reloaded model, with a new session.
 //! A thread idle for one poll interval after work hands the memory freed since back to the
 //! kernel (glibc keeps freed activations in its heaps otherwise).
