@@ -108,11 +108,13 @@ pub fn warm_up(config: &Config, model: &LoadedModel) -> Result<(), Error> {
             path: config.model.path.clone(),
             source,
         })?;
+    // Released whatever the log level: a call inside `info!` runs only when info is enabled.
+    let released = model.classifier.release_parsed_model();
     info!(
         plans,
         up_to_tokens = tokens.min(model.classifier.max_tokens()),
         ms = started.elapsed().as_millis() as u64,
-        parsed_model_released = model.classifier.release_parsed_model(),
+        parsed_model_released = released,
         "plans built before going online"
     );
     Ok(())
@@ -145,13 +147,16 @@ pub fn warm_up_in_background(
             let started = std::time::Instant::now();
             let current = || slot.generation() == generation && !*stopping.borrow();
             match served.classifier.warm_up_while(window, current) {
-                Ok(plans) if current() => info!(
-                    plans,
-                    up_to_tokens = window,
-                    ms = started.elapsed().as_millis() as u64,
-                    parsed_model_released = served.classifier.release_parsed_model(),
-                    "plans built in the background"
-                ),
+                Ok(plans) if current() => {
+                    let released = served.classifier.release_parsed_model();
+                    info!(
+                        plans,
+                        up_to_tokens = window,
+                        ms = started.elapsed().as_millis() as u64,
+                        parsed_model_released = released,
+                        "plans built in the background"
+                    )
+                }
                 Ok(_) => {}
                 Err(e) => warn!(
                     path = %path.display(),

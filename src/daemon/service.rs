@@ -47,8 +47,8 @@ pub fn run_until(
 ) -> Result<(), Error> {
     let config = loaded.config;
     logging::init(&config.log);
-    // Each run's activations are reused by the next; the inference threads trim when idle.
-    crate::allocator::keep_freed_memory();
+    // Loading returns what it frees at once (a lower peak); serving, below, keeps it.
+    crate::allocator::return_freed_memory_while_loading();
     info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %loaded.file.as_deref().map_or("(none)".into(), |p: &Path| p.display().to_string()),
@@ -90,6 +90,9 @@ pub fn run_until(
         }
     }
     crate::allocator::return_freed_memory();
+    // Each run's activations are reused by the next; the inference threads trim when idle.
+    // (Plans built later, in the background or on first use, are built under this setting.)
+    crate::allocator::keep_freed_memory();
     let server = config.server().map_err(|e| {
         Error::Config(super::config::ConfigError::Invalid {
             key: "mqtt.server",

@@ -30,8 +30,6 @@
 
 use std::arch::asm;
 
-use std::sync::Arc;
-
 use tract_linalg::isa::{Arch, Isa, IsaReq, IsaSet};
 use tract_linalg::mmm::{
     DynKernel, EagerPackedInput, FusedKerSpec, FusedSpec, MMMInputFormat, MMMInputValue, MatMatMul,
@@ -43,6 +41,8 @@ use tract_linalg::x86_64::amx::PackedAmxA;
 use tract_linalg::WeightType;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+
+use super::weight_packs;
 
 /// The kernels' names in tract's kernel list (and in profiles): 32 features × 32 or 16 tokens.
 const NAME_32X32: &str = "sentimq_amx_i32_32x32";
@@ -122,7 +122,8 @@ fn preferred(
 /// The weights' packing: tract's `PackedI8K4(32)` layout (for each group of four `k`, the 32
 /// features' four bytes side by side) with `k` padded with zeros to a multiple of 64, so that
 /// every step of the kernel reads whole tiles inside the panel. The tokens' `PackedAmxA` pads
-/// `k` alike, so the padding adds zeros.
+/// `k` alike, so the padding adds zeros. Each matrix is packed once per process
+/// ([`weight_packs`]): the plans of every length share the pack.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct WeightSteps;
 
@@ -150,41 +151,38 @@ impl MMMInputFormat for WeightSteps {
         k_axis: usize,
         mn_axis: usize,
     ) -> TractResult<Box<dyn MMMInputValue>> {
-        ensure!(
-            k_axis != mn_axis,
-            "k and mn axes must differ (both {k_axis})"
-        );
-        ensure!(
-            t.datum_type().unquantized() == DatumType::I8,
-            "{self} packs int8, not {:?}",
-            t.datum_type()
-        );
+        weight_packs::ensure_int8_matrix(self, t, k_axis, mn_axis)?;
         let (k, mn) = (t.shape()[k_axis], t.shape()[mn_axis]);
         let (k_stride, mn_stride) = (t.strides()[k_axis], t.strides()[mn_axis]);
         let panel = Self::panel_bytes(k);
         let panels = mn.div_ceil(FEATURES);
-        // SAFETY: zeroed before the values are written; read only after.
-        let mut blob = unsafe { Blob::new_for_size_and_align(panels * panel, 64) };
-        let bytes = blob.as_bytes_mut();
-        bytes.fill(0);
-        // SAFETY: the view's data holds `mn × k` int8 at these strides.
-        let values = unsafe { t.as_ptr_unchecked::<i8>() };
-        for m in 0..mn {
-            let start = (m / FEATURES) * panel + (m % FEATURES) * 4;
-            for c in 0..k {
-                let offset = m as isize * mn_stride + c as isize * k_stride;
-                // SAFETY: `m < mn` and `c < k` address a value of the view.
-                let value = unsafe { *values.offset(offset) };
-                bytes[start + (c / 4) * WEIGHT_ROW + c % 4] = value as u8;
+        let position = |m: usize, c: usize| {
+            (m / FEATURES) * panel + (m % FEATURES) * 4 + (c / 4) * WEIGHT_ROW + c % 4
+        };
+        let packed = weight_packs::packed_once(self, t, k_axis, mn_axis, (position, 4), || {
+            // SAFETY: zeroed before the values are written; read only after.
+            let mut blob = unsafe { Blob::new_for_size_and_align(panels * panel, 64) };
+            let bytes = blob.as_bytes_mut();
+            bytes.fill(0);
+            // SAFETY: the view's data holds `mn × k` int8 at these strides.
+            let values = unsafe { t.as_ptr_unchecked::<i8>() };
+            for m in 0..mn {
+                for c in 0..k {
+                    let offset = m as isize * mn_stride + c as isize * k_stride;
+                    // SAFETY: `m < mn` and `c < k` address a value of the view.
+                    let value = unsafe { *values.offset(offset) };
+                    bytes[position(m, c)] = value as u8;
+                }
             }
-        }
+            blob
+        });
         Ok(Box::new(EagerPackedInput {
             fact: PackedExoticFact {
                 format: Box::new(self.clone()),
                 mn: mn.to_dim(),
                 k,
             },
-            packed: Arc::new(blob),
+            packed,
             panel_bytes: panel,
             mn,
         }))

@@ -35,12 +35,20 @@ use crate::tokenizer::TokenBatch;
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
+#[cfg(target_arch = "x86_64")]
+mod avx2_int8;
 mod fused;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod int8_blocks;
+#[cfg(target_arch = "aarch64")]
+mod neon_int8;
 mod operators;
 mod packing;
 mod plans;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod softmax_rows;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod weight_packs;
 
 pub use plans::EngineOptions;
 use plans::{bucket, buckets_up_to, PlanCache, Shape};

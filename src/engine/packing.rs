@@ -12,8 +12,9 @@
 //!   rows, each row's `k` bytes in a row padded to a multiple of 64 — a copy of each row.
 //!
 //! [`swap_packers`] replaces each `OptMatMulPack` of an optimized plan whose packer for the
-//! plan's shape is one of these by a [`PackRows`] writing the same bytes; other packings (the
-//! A72's SMLAL kernel, AVX2 without VNNI, f32) keep tract's. This reads tract's optimized ops,
+//! plan's shape is one of these by a [`PackRows`] writing the same bytes; other packings keep
+//! their own packer (the A72 kernel's, `neon_int8`'s blocks of 16 bytes) or tract's (AVX2
+//! without VNNI, f32). This reads tract's optimized ops,
 //! which are not a stable API: tract is pinned to one version in `Cargo.toml`.
 
 use tract_linalg::mmm::{

@@ -113,22 +113,41 @@ struct Plans {
 /// tensors (`Const` nodes) and the packed weights optimized matmuls hold inside the op.
 #[derive(Default)]
 struct ConstantPool {
-    tensors: HashMap<u64, Vec<Arc<Tensor>>>,
-    packed: HashMap<u64, Vec<Arc<Blob>>>,
+    tensors: Interned<Tensor>,
+    packed: Interned<Blob>,
+}
+
+/// Values by content hash, and the addresses of those pooled (a value already pooled, such as a
+/// weight pack `weight_packs` handed out again, is found without hashing it).
+struct Interned<T> {
+    by_hash: HashMap<u64, Vec<Arc<T>>>,
+    addresses: std::collections::HashSet<usize>,
+}
+
+impl<T> Default for Interned<T> {
+    fn default() -> Self {
+        Interned {
+            by_hash: HashMap::new(),
+            addresses: std::collections::HashSet::new(),
+        }
+    }
 }
 
 /// The pooled value equal to `value` in `pool`, pooling `value` if there is none.
-fn intern<T: Hash + PartialEq + ?Sized>(
-    pool: &mut HashMap<u64, Vec<Arc<T>>>,
-    value: &Arc<T>,
-) -> Arc<T> {
+fn intern<T: Hash + PartialEq>(pool: &mut Interned<T>, value: &Arc<T>) -> Arc<T> {
+    // Pooled values stay alive in the pool, so their addresses stay theirs.
+    let address = Arc::as_ptr(value) as usize;
+    if pool.addresses.contains(&address) {
+        return value.clone();
+    }
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     value.hash(&mut hasher);
-    let same_hash = pool.entry(hasher.finish()).or_default();
+    let same_hash = pool.by_hash.entry(hasher.finish()).or_default();
     if let Some(pooled) = same_hash.iter().find(|pooled| ***pooled == **value) {
         return pooled.clone();
     }
     same_hash.push(value.clone());
+    pool.addresses.insert(address);
     value.clone()
 }
 
@@ -575,7 +594,7 @@ mod tests {
             assert_eq!(zeroed[..used], packed[..used], "the values are kept");
             assert!(zeroed[used..].iter().all(|&b| b == 0));
         }
-        let mut pool = HashMap::new();
+        let mut pool = Interned::default();
         let pooled_first = intern(&mut pool, &first.packed);
         let pooled_second = intern(&mut pool, &second.packed);
         assert!(Arc::ptr_eq(&pooled_first, &pooled_second));
