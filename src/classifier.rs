@@ -49,6 +49,40 @@ pub enum Error {
     },
 }
 
+/// How [`Classifier::load_warmed`] loads.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadOptions {
+    /// The engine's options.
+    pub engine: EngineOptions,
+    /// A window shorter than the model's ([`Classifier::with_max_tokens`]); `None`: the model's.
+    pub max_tokens: Option<usize>,
+    /// Build the plans of the length buckets up to this many tokens (0: none).
+    pub warm_up_tokens: usize,
+}
+
+/// What [`Classifier::load_warmed`] built ahead of the first text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Warmed {
+    /// Plans cached for the buckets warmed.
+    pub plans: usize,
+    /// Whether the parsed model was released (every bucket of the window has its plan).
+    pub parsed_model_released: bool,
+}
+
+/// The model's truncation `built` for a window of `max_tokens`: head+tail as built, the head at
+/// most half of the window. Errors: [`Error::Window`] for less than 3 or more than the model's
+/// window.
+fn window(built: tokenizer::Truncation, max_tokens: usize) -> Result<tokenizer::Truncation, Error> {
+    if max_tokens < 3 || max_tokens > built.max_tokens {
+        return Err(Error::Window {
+            requested: max_tokens,
+            window: built.max_tokens,
+        });
+    }
+    let head = built.head_tokens.min((max_tokens - 2) / 2);
+    Ok(tokenizer::Truncation::head_tail(max_tokens, head))
+}
+
 /// The verdict on one text.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Classification {
@@ -84,18 +118,47 @@ impl Classifier {
         graph_file: Option<&str>,
         options: EngineOptions,
     ) -> Result<Self, Error> {
+        let load = LoadOptions {
+            engine: options,
+            ..LoadOptions::default()
+        };
+        Ok(Self::load_warmed(dir, graph_file, load)?.0)
+    }
+
+    /// [`Classifier::load`] with a window of its own ([`Classifier::with_max_tokens`]) and the
+    /// plans of the length buckets up to `warm_up_tokens` built ([`Classifier::warm_up`]); if
+    /// that is every bucket of the window, the parsed model is released
+    /// ([`Classifier::release_parsed_model`]). The plans are built before the tokenizer is
+    /// read: building them is when loading holds the most memory, and a 30,000-word
+    /// vocabulary's tables are 4.5 MB more of it.
+    pub fn load_warmed(
+        dir: &Path,
+        graph_file: Option<&str>,
+        options: LoadOptions,
+    ) -> Result<(Self, Warmed), Error> {
         let manifest = ModelManifest::read(dir)?;
-        let tokenizer =
-            TextTokenizer::from_tokenizer_json(&dir.join("tokenizer.json"), manifest.truncation)?;
+        let truncation = match options.max_tokens {
+            Some(max_tokens) => window(manifest.truncation, max_tokens)?,
+            None => manifest.truncation,
+        };
         let graph = dir.join(graph_file.unwrap_or(&manifest.default_graph));
-        let engine = Engine::load_with(&graph, options)?;
+        let engine = Engine::load_with(&graph, options.engine)?;
+        let mut warmed = Warmed::default();
+        if options.warm_up_tokens > 0 {
+            let tokens = options.warm_up_tokens.min(truncation.max_tokens);
+            warmed.plans = engine.warm_up(tokens)?;
+            warmed.parsed_model_released = engine.release_parsed_model(truncation.max_tokens);
+        }
+        let tokenizer =
+            TextTokenizer::from_tokenizer_json(&dir.join("tokenizer.json"), manifest.truncation)?
+                .with_truncation(truncation)?;
         let classifier = Classifier {
             manifest,
             tokenizer,
             engine,
         };
         classifier.check_labels()?;
-        Ok(classifier)
+        Ok((classifier, warmed))
     }
 
     fn check_labels(&self) -> Result<(), Error> {
@@ -122,17 +185,8 @@ impl Classifier {
     ///
     /// Errors: [`Error::Window`] for less than 3 or more than the model's window.
     pub fn with_max_tokens(mut self, max_tokens: usize) -> Result<Self, Error> {
-        let built = self.manifest.truncation;
-        if max_tokens < 3 || max_tokens > built.max_tokens {
-            return Err(Error::Window {
-                requested: max_tokens,
-                window: built.max_tokens,
-            });
-        }
-        let head = built.head_tokens.min((max_tokens - 2) / 2);
-        self.tokenizer = self
-            .tokenizer
-            .with_truncation(tokenizer::Truncation::head_tail(max_tokens, head))?;
+        let truncation = window(self.manifest.truncation, max_tokens)?;
+        self.tokenizer = self.tokenizer.with_truncation(truncation)?;
         Ok(self)
     }
 
@@ -235,6 +289,61 @@ impl Classifier {
                 .collect(),
             tokens: item.ids.len(),
             truncated: item.is_truncated,
+        }
+    }
+}
+
+#[cfg(all(test, feature = "workstation"))]
+mod tests {
+    use super::*;
+
+    fn shipped() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/imdb-minilm")
+    }
+
+    fn window_of_64(warm_up_tokens: usize) -> LoadOptions {
+        LoadOptions {
+            max_tokens: Some(64),
+            warm_up_tokens,
+            ..LoadOptions::default()
+        }
+    }
+
+    #[test]
+    fn warming_every_bucket_of_the_window_releases_the_parsed_model() {
+        let (_, warmed) = Classifier::load_warmed(&shipped(), None, window_of_64(32)).unwrap();
+        let expected = Warmed {
+            plans: 2,
+            parsed_model_released: false,
+        };
+        assert_eq!(warmed, expected, "buckets 16 and 32 of 16, 32, 48, 64");
+        let (classifier, warmed) =
+            Classifier::load_warmed(&shipped(), None, window_of_64(512)).unwrap();
+        let expected = Warmed {
+            plans: 4,
+            parsed_model_released: true,
+        };
+        assert_eq!(warmed, expected);
+        assert_eq!(classifier.max_tokens(), 64);
+        // Every text the window lets through has its plan.
+        let long = "a long and winding review ".repeat(40);
+        let verdicts = classifier.classify(&[&long, "fine"]).unwrap();
+        assert_eq!((verdicts[0].tokens, verdicts[0].truncated), (64, true));
+    }
+
+    #[test]
+    fn a_window_the_model_was_not_built_for_is_refused_before_loading() {
+        for max_tokens in [2, 513] {
+            let options = LoadOptions {
+                max_tokens: Some(max_tokens),
+                ..LoadOptions::default()
+            };
+            match Classifier::load_warmed(&shipped(), None, options) {
+                Err(Error::Window { requested, window }) => {
+                    assert_eq!((requested, window), (max_tokens, 512))
+                }
+                other => panic!("{max_tokens}: {:?}", other.map(|(_, warmed)| warmed)),
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::config::Config;
 use super::contract::Replier;
 use super::Error;
-use crate::classifier::Classifier;
+use crate::classifier::{Classifier, LoadOptions};
 use crate::manifest::{self, ModelManifest};
 
 /// A loaded, verified model and how to name it.
@@ -27,6 +27,18 @@ pub struct LoadedModel {
 /// Loads `model.path`. Every file `model.json` lists that is present in the directory must match
 /// its sha256 (the graph served and `tokenizer.json` must be present, or loading fails).
 pub fn load_model(config: &Config) -> Result<LoadedModel, Error> {
+    load(config, 0)
+}
+
+/// [`load_model`], then the plans of the length buckets up to `model.warm_up_tokens` (if not 0),
+/// so the first texts wait for no plan optimization. If that is every bucket of the window, the
+/// parsed model is released (every plan the daemon needs exists).
+pub fn load_and_warm_up(config: &Config) -> Result<LoadedModel, Error> {
+    let tokens = usize::try_from(config.model.warm_up_tokens).unwrap_or(usize::MAX);
+    load(config, tokens)
+}
+
+fn load(config: &Config, warm_up_tokens: usize) -> Result<LoadedModel, Error> {
     let dir = &config.model.path;
     let model_error = |source: crate::classifier::Error| Error::Model {
         path: dir.clone(),
@@ -39,16 +51,26 @@ pub fn load_model(config: &Config) -> Result<LoadedModel, Error> {
         .clone()
         .unwrap_or_else(|| manifest.default_graph.clone());
     let identity = check_digests(dir, &manifest, &graph)?;
-    let options = crate::engine::EngineOptions {
-        plan_cache_size: usize::try_from(config.model.plans).unwrap_or(usize::MAX),
-        ..Default::default()
+    let options = LoadOptions {
+        engine: crate::engine::EngineOptions {
+            plan_cache_size: usize::try_from(config.model.plans).unwrap_or(usize::MAX),
+            ..Default::default()
+        },
+        max_tokens: (config.model.max_tokens > 0)
+            .then(|| usize::try_from(config.model.max_tokens).unwrap_or(usize::MAX)),
+        warm_up_tokens,
     };
-    let mut classifier = Classifier::load_with(dir, Some(&graph), options).map_err(model_error)?;
-    if config.model.max_tokens > 0 {
-        let max_tokens = usize::try_from(config.model.max_tokens).unwrap_or(usize::MAX);
-        classifier = classifier
-            .with_max_tokens(max_tokens)
-            .map_err(model_error)?;
+    let started = std::time::Instant::now();
+    let (classifier, warmed) =
+        Classifier::load_warmed(dir, Some(&graph), options).map_err(model_error)?;
+    if warm_up_tokens > 0 {
+        info!(
+            plans = warmed.plans,
+            up_to_tokens = warm_up_tokens.min(classifier.max_tokens()),
+            ms = started.elapsed().as_millis() as u64,
+            parsed_model_released = warmed.parsed_model_released,
+            "model loaded and plans built before going online"
+        );
     }
     Ok(LoadedModel {
         classifier,
@@ -90,34 +112,6 @@ fn check_digests(
         }
     }
     Ok(identity)
-}
-
-/// Builds the plans of the length buckets up to `model.warm_up_tokens` (if not 0), so the
-/// first texts wait for no plan optimization. If that is every bucket of the window, the parsed
-/// model is released (every plan the daemon needs exists).
-pub fn warm_up(config: &Config, model: &LoadedModel) -> Result<(), Error> {
-    let tokens = usize::try_from(config.model.warm_up_tokens).unwrap_or(usize::MAX);
-    if tokens == 0 {
-        return Ok(());
-    }
-    let started = std::time::Instant::now();
-    let plans = model
-        .classifier
-        .warm_up(tokens)
-        .map_err(|source| Error::Model {
-            path: config.model.path.clone(),
-            source,
-        })?;
-    // Released whatever the log level: a call inside `info!` runs only when info is enabled.
-    let released = model.classifier.release_parsed_model();
-    info!(
-        plans,
-        up_to_tokens = tokens.min(model.classifier.max_tokens()),
-        ms = started.elapsed().as_millis() as u64,
-        parsed_model_released = released,
-        "plans built before going online"
-    );
-    Ok(())
 }
 
 /// With `model.warm_up_background`, builds on a low-priority thread of its own the plans of the

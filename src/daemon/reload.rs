@@ -258,8 +258,7 @@ fn prepare(
             "its labels {labels:?} differ from the served model's {served_labels:?}, and consumers parse labels; set model.allow_label_change = true to accept it"
         ));
     }
-    let loaded = model::load_model(config).map_err(|e| describe(&e))?;
-    model::warm_up(config, &loaded).map_err(|e| describe(&e))?;
+    let loaded = model::load_and_warm_up(config).map_err(|e| describe(&e))?;
     let passed =
         self_test::run(&loaded.classifier).map_err(|e| format!("self-test failed: {e}"))?;
     Ok((loaded, passed))

@@ -70,9 +70,9 @@ pub fn run_until(
         let _entered = runtime.enter();
         hangup_signal()
     };
-    let model = model::load_model(&config)?;
     let threads = config.intra_op_threads();
     crate::engine::set_intra_op_threads(threads);
+    let model = model::load_and_warm_up(&config)?;
     info!(
         model = %model.identity,
         graph = %model.graph,
@@ -81,7 +81,6 @@ pub fn run_until(
         intra_op_threads = threads,
         "model loaded"
     );
-    model::warm_up(&config, &model)?;
     match super::self_test::run(&model.classifier) {
         Ok(passed) => info!(model = %model.identity, "self-test passed: {}", passed.describe()),
         // There is no other model to serve instead: say so loudly and serve this one.

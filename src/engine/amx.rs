@@ -33,7 +33,7 @@ use std::arch::asm;
 use tract_linalg::isa::{Arch, Isa, IsaReq, IsaSet};
 use tract_linalg::mmm::{
     DynKernel, EagerPackedInput, FusedKerSpec, FusedSpec, MMMInputFormat, MMMInputValue, MatMatMul,
-    OutputStoreKer, PackedExoticFact, PackedMatrixStorage, Query, Suitable,
+    OutputStoreKer, PackedMatrixStorage, Query, Suitable,
 };
 use tract_linalg::mmm_routines::MmmRoutine;
 use tract_linalg::mmm_tiers::MmmTier;
@@ -82,8 +82,10 @@ inventory::submit! {
 
 /// The kernel computing `TOKENS` (16 or 32) tokens × 32 features per call.
 fn make_kernel<const TOKENS: usize>() -> Box<dyn MatMatMul> {
-    let packings: Vec<(Box<dyn MMMInputFormat>, Box<dyn MMMInputFormat>)> =
-        vec![(Box::new(WeightSteps), Box::new(PackedAmxA::new(TOKENS)))];
+    let packings: Vec<(Box<dyn MMMInputFormat>, Box<dyn MMMInputFormat>)> = vec![(
+        Box::new(WeightSteps),
+        Box::new(TokenRows(PackedAmxA::new(TOKENS))),
+    )];
     let name = if TOKENS == 32 { NAME_32X32 } else { NAME_32X16 };
     Box::new(DynKernel::<FEATURES, TOKENS, i32> {
         name: name.to_string(),
@@ -153,39 +155,16 @@ impl MMMInputFormat for WeightSteps {
     ) -> TractResult<Box<dyn MMMInputValue>> {
         weight_packs::ensure_int8_matrix(self, t, k_axis, mn_axis)?;
         let (k, mn) = (t.shape()[k_axis], t.shape()[mn_axis]);
-        let (k_stride, mn_stride) = (t.strides()[k_axis], t.strides()[mn_axis]);
         let panel = Self::panel_bytes(k);
         let panels = mn.div_ceil(FEATURES);
         let position = |m: usize, c: usize| {
             (m / FEATURES) * panel + (m % FEATURES) * 4 + (c / 4) * WEIGHT_ROW + c % 4
         };
         let packed = weight_packs::packed_once(self, t, k_axis, mn_axis, (position, 4), || {
-            // SAFETY: zeroed before the values are written; read only after.
-            let mut blob = unsafe { Blob::new_for_size_and_align(panels * panel, 64) };
-            let bytes = blob.as_bytes_mut();
-            bytes.fill(0);
-            // SAFETY: the view's data holds `mn × k` int8 at these strides.
-            let values = unsafe { t.as_ptr_unchecked::<i8>() };
-            for m in 0..mn {
-                for c in 0..k {
-                    let offset = m as isize * mn_stride + c as isize * k_stride;
-                    // SAFETY: `m < mn` and `c < k` address a value of the view.
-                    let value = unsafe { *values.offset(offset) };
-                    bytes[position(m, c)] = value as u8;
-                }
-            }
-            blob
+            weight_packs::pack_at(t, k_axis, mn_axis, (panels * panel, 64), position)
         });
-        Ok(Box::new(EagerPackedInput {
-            fact: PackedExoticFact {
-                format: Box::new(self.clone()),
-                mn: mn.to_dim(),
-                k,
-            },
-            packed,
-            panel_bytes: panel,
-            mn,
-        }))
+        let format = Box::new(self.clone());
+        Ok(weight_packs::packed_input(format, packed, panel, (k, mn)))
     }
 
     fn precursor(&self) -> WeightType {
@@ -209,6 +188,87 @@ impl MMMInputFormat for WeightSteps {
 
     fn mem_size(&self, k: TDim, mn: TDim) -> TDim {
         mn.divceil(FEATURES) * Self::panel_bytes(k.to_usize().unwrap_or(0))
+    }
+
+    fn extract_at_mn_f16(&self, _: &EagerPackedInput, _: usize, _: &mut [f16]) -> TractResult<()> {
+        bail!("{self}: no f16 extraction")
+    }
+
+    fn extract_at_mn_f32(&self, _: &EagerPackedInput, _: usize, _: &mut [f32]) -> TractResult<()> {
+        bail!("{self}: no f32 extraction")
+    }
+}
+
+/// The tokens' packing: tract's `PackedAmxA` layout (panels of `r` tokens, each token's `k`
+/// bytes in a row padded to a multiple of 64), with a constant matrix packed once per process
+/// ([`weight_packs`]). Constants take this side too: tract swaps a product's operands only while
+/// its tokens are fewer than its output features, so in the 384-token and longer plans the
+/// weights of the products with 384 outputs are packed here, and every such plan shares them.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub(super) struct TokenRows(pub(super) PackedAmxA);
+
+impl TokenRows {
+    fn padded_k(k: usize) -> usize {
+        k.div_ceil(K_STEP) * K_STEP
+    }
+}
+
+impl std::fmt::Display for TokenRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenRows64[{}]", self.0.r)
+    }
+}
+
+impl MMMInputFormat for TokenRows {
+    fn prepare_tensor(&self, t: &Tensor, k_axis: usize, mn_axis: usize) -> TractResult<Tensor> {
+        let packed = self.prepare_one(t, k_axis, mn_axis)?;
+        Ok(PackedMatrixStorage::new(packed).into_tensor(t.datum_type()))
+    }
+
+    fn prepare_one_view(
+        &self,
+        t: &TensorView,
+        k_axis: usize,
+        mn_axis: usize,
+    ) -> TractResult<Box<dyn MMMInputValue>> {
+        weight_packs::ensure_int8_matrix(self, t, k_axis, mn_axis)?;
+        let (k, mn, r) = (t.shape()[k_axis], t.shape()[mn_axis], self.0.r);
+        let row = Self::padded_k(k);
+        let panel = row * r;
+        let position = |m: usize, c: usize| (m / r) * panel + (m % r) * row + c;
+        let len = (mn.div_ceil(r) * panel, self.0.alignment());
+        let packed =
+            weight_packs::packed_once(self, t, k_axis, mn_axis, (position, K_STEP), || {
+                weight_packs::pack_at(t, k_axis, mn_axis, len, position)
+            });
+        let format = Box::new(self.clone());
+        Ok(weight_packs::packed_input(format, packed, panel, (k, mn)))
+    }
+
+    fn precursor(&self) -> WeightType {
+        WeightType::Plain(DatumType::I8)
+    }
+
+    fn r(&self) -> usize {
+        self.0.r
+    }
+
+    fn k_alignment(&self) -> usize {
+        K_STEP
+    }
+
+    fn merge_with<'o, 'a: 'o, 'b: 'o>(
+        &'a self,
+        other: &'b dyn MMMInputFormat,
+    ) -> Option<&'o dyn MMMInputFormat> {
+        other
+            .downcast_ref::<TokenRows>()
+            .filter(|other| *other == self)
+            .map(|_| self as _)
+    }
+
+    fn mem_size(&self, k: TDim, mn: TDim) -> TDim {
+        mn.divceil(self.0.r) * (Self::padded_k(k.to_usize().unwrap_or(0)) * self.0.r)
     }
 
     fn extract_at_mn_f16(&self, _: &EagerPackedInput, _: usize, _: &mut [f16]) -> TractResult<()> {

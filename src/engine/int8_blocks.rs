@@ -13,12 +13,10 @@
 //! the kernel's exact path for any int8. Weights are packed once per process
 //! ([`super::weight_packs`]); activations on every run.
 
-use std::sync::Arc;
-
 use tract_linalg::isa::{Arch, IsaReq};
 use tract_linalg::mmm::{
     DynKernel, EagerPackedInput, FusedKerSpec, FusedSpec, MMMInputFormat, MMMInputValue, MatMatMul,
-    OutputStoreKer, PackedExoticFact, PackedMatrixStorage, Query,
+    OutputStoreKer, PackedMatrixStorage, Query,
 };
 use tract_linalg::WeightType;
 use tract_onnx::prelude::*;
@@ -149,23 +147,13 @@ impl MMMInputFormat for Blocks {
             self.fill(t, k_axis, mn_axis, bytes);
             blob
         };
-        // Weights once per process, shared by the plans of every length; tokens every run.
-        let packed = if self.weights {
-            let position = |row, c| self.position(panel, row, c);
-            weight_packs::packed_once(self, t, k_axis, mn_axis, (position, self.k_block), pack)
-        } else {
-            Arc::new(pack())
-        };
-        Ok(Box::new(EagerPackedInput {
-            fact: PackedExoticFact {
-                format: Box::new(self.clone()),
-                mn: rows.to_dim(),
-                k,
-            },
-            packed,
-            panel_bytes: panel,
-            mn: rows,
-        }))
+        // Constants once per process, shared by the plans of every length (the weights, and in
+        // the long plans' products the weights on the tokens' side); activations every run.
+        let position = |row, c| self.position(panel, row, c);
+        let packed =
+            weight_packs::packed_once(self, t, k_axis, mn_axis, (position, self.k_block), pack);
+        let format = Box::new(self.clone());
+        Ok(weight_packs::packed_input(format, packed, panel, (k, rows)))
     }
 
     fn precursor(&self) -> WeightType {

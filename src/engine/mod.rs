@@ -40,6 +40,7 @@ mod avx2_int8;
 mod fused;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod int8_blocks;
+mod model_file;
 #[cfg(target_arch = "aarch64")]
 mod neon_int8;
 mod operators;
@@ -187,24 +188,23 @@ impl Engine {
     /// Parses an ONNX classifier once and optimizes its smallest sequence bucket, so a corrupt
     /// or foreign file fails here rather than on the first text.
     pub fn load_with(path: &Path, options: EngineOptions) -> Result<Self, Error> {
-        // Peak memory at load is the model file several times over (its bytes, the decoded
-        // protobuf, tract's tensors, then each plan's optimization): tract reads the file once
-        // into its own buffer, and the protobuf is dropped as soon as tract has parsed it.
-        let unreadable = |source| Error::Unreadable {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut file = std::fs::File::open(path).map_err(unreadable)?;
-        if !file.metadata().map_err(unreadable)?.is_file() {
-            return Err(unreadable(std::io::Error::other("not a regular file")));
-        }
+        // The file is walked, not read whole: the data of its large initializers stays in it
+        // until tract makes each tensor (`model_file`), and the embedding table's rows are
+        // read from a map of it (`fused`), so the weights are in memory once while loading.
+        let (mut proto, file) = model_file::read(path).map_err(|e| match e {
+            model_file::ReadError::Io(source) => Error::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            },
+            other => Error::BadModel {
+                path: path.to_path_buf(),
+                source: other.into(),
+            },
+        })?;
         let bad = |e: TractError| Error::BadModel {
             path: path.to_path_buf(),
             source: e.into(),
         };
-        let onnx = operators::framework();
-        let mut proto = onnx.proto_model_for_read(&mut file).map_err(bad)?;
-        drop(file);
         if let Some(reason) = operators::unsupported(&proto) {
             return Err(Error::UnsupportedGraph {
                 path: path.to_path_buf(),
@@ -215,8 +215,23 @@ impl Engine {
         if let Some(graph) = proto.graph.as_mut() {
             fused::fuse(graph);
         }
-        let model = onnx.model_for_proto_model(&proto).map_err(bad)?;
+        let file = Arc::new(file);
+        let mut onnx = operators::framework();
+        onnx.provider = file.clone();
+        let directory = file.directory().to_str().ok_or_else(|| Error::Unreadable {
+            path: path.to_path_buf(),
+            source: std::io::Error::other("the model's directory is not a UTF-8 path"),
+        })?;
+        let parsed = onnx.parse(&proto, Some(directory)).map_err(bad)?;
         drop(proto);
+        if !parsed.unresolved_inputs.is_empty() {
+            return Err(bad(tract_onnx::tract_core::internal::format_err!(
+                "the graph reads values nothing computes: {:?}",
+                parsed.unresolved_inputs
+            )));
+        }
+        let mut model = parsed.model;
+        fused::attach_tables(&mut model, &file).map_err(bad)?;
         let output_names: Arc<[String]> = model
             .output_outlets()
             .map_err(bad)?

@@ -17,6 +17,8 @@
 //! without VNNI, f32). This reads tract's optimized ops,
 //! which are not a stable API: tract is pinned to one version in `Cargo.toml`.
 
+#[cfg(target_arch = "x86_64")]
+use super::amx::TokenRows;
 use tract_linalg::mmm::{
     EagerPackedInput, MMMInputFormat, MMMInputValue, PackedExoticFact, PackedMatrixStorage,
 };
@@ -62,6 +64,9 @@ enum RowLayout {
     /// Each row's `k` bytes, padded to a multiple of 64.
     #[cfg(target_arch = "x86_64")]
     AmxRows(PackedAmxA),
+    /// The same bytes, as the engine's AMX kernel names them.
+    #[cfg(target_arch = "x86_64")]
+    TokenRows(TokenRows),
 }
 
 impl RowLayout {
@@ -74,6 +79,10 @@ impl RowLayout {
         if let Some(amx) = packer.downcast_ref::<PackedAmxA>() {
             return Some(RowLayout::AmxRows(amx.clone()));
         }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(rows) = packer.downcast_ref::<TokenRows>() {
+            return Some(RowLayout::TokenRows(rows.clone()));
+        }
         None
     }
 
@@ -82,6 +91,8 @@ impl RowLayout {
             RowLayout::K4(k4) => Box::new(k4.clone()),
             #[cfg(target_arch = "x86_64")]
             RowLayout::AmxRows(amx) => Box::new(amx.clone()),
+            #[cfg(target_arch = "x86_64")]
+            RowLayout::TokenRows(rows) => Box::new(rows.clone()),
         }
     }
 
@@ -89,7 +100,7 @@ impl RowLayout {
         match self {
             RowLayout::K4(k4) => k4.r,
             #[cfg(target_arch = "x86_64")]
-            RowLayout::AmxRows(amx) => amx.r,
+            RowLayout::AmxRows(amx) | RowLayout::TokenRows(TokenRows(amx)) => amx.r,
         }
     }
 
@@ -97,7 +108,7 @@ impl RowLayout {
         match self {
             RowLayout::K4(k4) => k4.alignment(),
             #[cfg(target_arch = "x86_64")]
-            RowLayout::AmxRows(amx) => amx.alignment(),
+            RowLayout::AmxRows(amx) | RowLayout::TokenRows(TokenRows(amx)) => amx.alignment(),
         }
     }
 
@@ -106,7 +117,9 @@ impl RowLayout {
         match self {
             RowLayout::K4(k4) => k.div_ceil(4) * 4 * k4.r,
             #[cfg(target_arch = "x86_64")]
-            RowLayout::AmxRows(amx) => k.div_ceil(64) * 64 * amx.r,
+            RowLayout::AmxRows(amx) | RowLayout::TokenRows(TokenRows(amx)) => {
+                k.div_ceil(64) * 64 * amx.r
+            }
         }
     }
 
@@ -133,7 +146,7 @@ impl RowLayout {
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            RowLayout::AmxRows(_) => {
+            RowLayout::AmxRows(_) | RowLayout::TokenRows(_) => {
                 let row_len = panel_len / r;
                 let at = (m / r) * panel_len + (m % r) * row_len;
                 for (to, &from) in bytes[at..at + row.len()].iter_mut().zip(row) {
@@ -321,6 +334,10 @@ mod tests {
         let k4 = [8, 16, 32].map(|r| RowLayout::K4(PackedI8K4::new(r)));
         #[cfg(target_arch = "x86_64")]
         let amx = [16, 32].map(|r| RowLayout::AmxRows(PackedAmxA::new(r)));
+        #[cfg(target_arch = "x86_64")]
+        let amx = amx
+            .into_iter()
+            .chain([16, 32].map(|r| RowLayout::TokenRows(TokenRows(PackedAmxA::new(r)))));
         #[cfg(not(target_arch = "x86_64"))]
         let amx: [RowLayout; 0] = [];
         for layout in k4.into_iter().chain(amx) {

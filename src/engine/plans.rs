@@ -357,7 +357,11 @@ impl PlanCache {
             })?
             .bind(shape)
             .map_err(bad)?;
-        let mut optimized = bound.into_optimized().map_err(bad)?;
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        let optimized = super::weight_packs::while_building_plan(|| bound.into_optimized());
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let optimized = bound.into_optimized();
+        let mut optimized = optimized.map_err(bad)?;
         lock(&self.constants).share(&mut optimized).map_err(bad)?;
         super::packing::swap_packers(&mut optimized).map_err(bad)?;
         optimized.into_runnable().map_err(bad)
@@ -523,6 +527,13 @@ mod tests {
         assert_eq!(
             short, long,
             "the 160-token plan uses the 16-token plan's packed weights"
+        );
+        // From 384 tokens on, the products with 384 outputs have the weights on the tokens'
+        // side (tract swaps operands only while tokens are fewer): packed for that side once.
+        assert_eq!(
+            packed_weights(&cache, 384),
+            packed_weights(&cache, 512),
+            "the 512-token plan uses the 384-token plan's packed weights"
         );
     }
 

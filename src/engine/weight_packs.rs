@@ -11,10 +11,18 @@
 //! Packs are found by format, `k` and rows, then checked value by value against the matrix
 //! being packed (a candidate of other values fails at its first differing byte), so a match is
 //! always exact. The registry holds them weakly: a pack lives as long as a plan uses it.
+//!
+//! Only packs made while a plan is optimized ([`while_building_plan`]) are constants that other
+//! plans share; a pack made while a plan runs is of activations, used once, and is made without
+//! the registry. Either operand's format goes through [`packed_once`]: in the long plans tract
+//! puts the weights on the side the tokens take in the short ones (it swaps the operands only
+//! while tokens are fewer than output features).
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
+use tract_linalg::mmm::{EagerPackedInput, MMMInputFormat, MMMInputValue, PackedExoticFact};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
@@ -24,6 +32,23 @@ type Registry = HashMap<(String, usize, usize), Vec<Weak<Blob>>>;
 fn registry() -> &'static Mutex<Registry> {
     static PACKS: OnceLock<Mutex<Registry>> = OnceLock::new();
     PACKS.get_or_init(Default::default)
+}
+
+thread_local! {
+    /// Whether this thread is optimizing a plan (its packs are of constants).
+    static BUILDING_PLAN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `build` (a plan's optimization) with [`packed_once`] sharing the packs it makes.
+pub(super) fn while_building_plan<T>(build: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            BUILDING_PLAN.with(|building| building.set(self.0));
+        }
+    }
+    let _restore = Restore(BUILDING_PLAN.with(|building| building.replace(true)));
+    build()
 }
 
 /// Fails unless `t` is an int8 matrix with distinct `k` and rows axes, as `format` packs.
@@ -45,8 +70,9 @@ pub(super) fn ensure_int8_matrix(
     Ok(())
 }
 
-/// The pack of the int8 matrix `t` (`k` and rows on the given axes) in `format`: a live one of
-/// the same values if there is one, else `pack()`'s, registered. `position(row, c)` is the byte
+/// The pack of the int8 matrix `t` (`k` and rows on the given axes) in `format`: while a plan
+/// is optimized, a live one of the same values if there is one, else `pack()`'s, registered;
+/// otherwise (activations, at run time) `pack()`'s. `position(row, c)` is the byte
 /// of the pack that holds value `c` of `row`, and values `c..c + run` of a row (`c` a multiple
 /// of `run`) lie in consecutive bytes; bytes it never names (padding, headers) must be a
 /// function of the values.
@@ -58,6 +84,9 @@ pub(super) fn packed_once(
     (position, run): (impl Fn(usize, usize) -> usize, usize),
     pack: impl FnOnce() -> Blob,
 ) -> Arc<Blob> {
+    if !BUILDING_PLAN.with(Cell::get) {
+        return Arc::new(pack());
+    }
     let (k, rows) = (t.shape()[k_axis], t.shape()[mn_axis]);
     let key = (format.to_string(), k, rows);
     let same_values = |blob: &Blob| holds(blob, t, k_axis, mn_axis, (&position, run));
@@ -81,6 +110,53 @@ pub(super) fn packed_once(
     packs.retain(|pack| pack.strong_count() > 0);
     packs.push(Arc::downgrade(&blob));
     blob
+}
+
+/// The `rows × k` int8 values of `t` (`k` and rows on the given axes), each at the byte
+/// `position(row, c)` of a zeroed blob of `len` bytes aligned to `align`.
+pub(super) fn pack_at(
+    t: &TensorView,
+    k_axis: usize,
+    mn_axis: usize,
+    (len, align): (usize, usize),
+    position: impl Fn(usize, usize) -> usize,
+) -> Blob {
+    let (k, rows) = (t.shape()[k_axis], t.shape()[mn_axis]);
+    let (k_stride, row_stride) = (t.strides()[k_axis], t.strides()[mn_axis]);
+    // SAFETY: zeroed before the values are written; read only after.
+    let mut blob = unsafe { Blob::new_for_size_and_align(len, align) };
+    let bytes = blob.as_bytes_mut();
+    bytes.fill(0);
+    // SAFETY: the view's data holds `rows × k` int8 at these strides.
+    let values = unsafe { t.as_ptr_unchecked::<i8>() };
+    for row in 0..rows {
+        for c in 0..k {
+            // SAFETY: `row < rows` and `c < k` address a value of the view.
+            let value =
+                unsafe { *values.offset(row as isize * row_stride + c as isize * k_stride) };
+            bytes[position(row, c)] = value as u8;
+        }
+    }
+    blob
+}
+
+/// A packed `mn × k` matrix in `format`, as tract's products take it.
+pub(super) fn packed_input(
+    format: Box<dyn MMMInputFormat>,
+    packed: Arc<Blob>,
+    panel_bytes: usize,
+    (k, mn): (usize, usize),
+) -> Box<dyn MMMInputValue> {
+    Box::new(EagerPackedInput {
+        fact: PackedExoticFact {
+            format,
+            mn: mn.to_dim(),
+            k,
+        },
+        packed,
+        panel_bytes,
+        mn,
+    })
 }
 
 /// Whether `blob` holds every value of `t` where `position` says: runs of `run` values compared
@@ -128,7 +204,7 @@ mod tests {
         let (rows, k) = (6, 10);
         let t = Tensor::from_shape(&[rows, k], values).expect("a tensor");
         let position = |row: usize, c: usize| (rows - 1 - row) * (k + 1) + c;
-        packed_once(&"reversed-test", &t.view(), 1, 0, (position, k), || {
+        let pack = || {
             *calls += 1;
             let mut bytes = vec![0u8; rows * (k + 1)];
             for row in 0..rows {
@@ -137,7 +213,8 @@ mod tests {
                 }
             }
             Blob::from_bytes(&bytes).expect("a blob")
-        })
+        };
+        while_building_plan(|| packed_once(&"reversed-test", &t.view(), 1, 0, (position, k), pack))
     }
 
     #[test]
@@ -159,15 +236,23 @@ mod tests {
             .and_then(|t| t.permute_axes(&[1, 0]))
             .expect("a transposed tensor");
         let position = |row: usize, c: usize| (rows - 1 - row) * (k + 1) + c;
-        let strided = packed_once(
-            &"reversed-test",
-            &transposed.view(),
-            0,
-            1,
-            (position, k),
-            || panic!("packed again"),
-        );
+        let strided = while_building_plan(|| {
+            packed_once(
+                &"reversed-test",
+                &transposed.view(),
+                0,
+                1,
+                (position, k),
+                || panic!("packed again"),
+            )
+        });
         assert!(Arc::ptr_eq(&first, &strided));
+        // At run time (activations) every pack is made afresh, even of equal values.
+        let t = Tensor::from_shape(&[rows, k], &values).expect("a tensor");
+        let made = packed_once(&"reversed-test", &t.view(), 1, 0, (position, k), || {
+            Blob::from_bytes(&[0; 66]).expect("a blob")
+        });
+        assert!(!Arc::ptr_eq(&first, &made), "outside a plan's optimization");
         // Once no plan holds a pack, it is made again.
         drop((first, again, strided));
         let _made_again = pack_reversed(&values, &mut calls);

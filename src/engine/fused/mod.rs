@@ -16,6 +16,8 @@
 //!   embeddings' with the slice of position rows it adds, so that no plan keeps its own copy
 //!   of them). Its sums run in another order than tract's reductions, so this one can change
 //!   the last bits.
+//! - `embedding_rows`: the int8 word embeddings' lookup and dequantization, four nodes, read
+//!   from a map of the model file rather than from a copy of the table (the largest tensor).
 //! - `attention` (x86_64): a layer's attention, every head, from the projection's rows to the
 //!   merged context: the heads' transposes, splits, two products, the mask's sum and the
 //!   softmax, eleven nodes, as one pass per head over its keys and values. Its sums, too, run
@@ -30,13 +32,17 @@ mod add_layer_norm;
 #[cfg(target_arch = "x86_64")]
 mod attention;
 mod dequantize_rows;
+mod embedding_rows;
 mod quantize_rows;
+
+pub(super) use embedding_rows::attach_tables;
 
 /// Adds the fused operators' builders (their types only ever come from [`fuse`]).
 pub(super) fn register(register: &mut OnnxOpRegister) {
     register.insert(quantize_rows::OP_TYPE, quantize_rows::build);
     register.insert(dequantize_rows::OP_TYPE, dequantize_rows::build);
     register.insert(add_layer_norm::OP_TYPE, add_layer_norm::build);
+    register.insert(embedding_rows::OP_TYPE, embedding_rows::build);
     #[cfg(target_arch = "x86_64")]
     register.insert(attention::OP_TYPE, attention::build);
 }
@@ -48,21 +54,38 @@ pub(super) struct Fused {
     pub dequantize: usize,
     pub layer_norm: usize,
     pub gelu: usize,
+    pub embedding: usize,
     pub attention: usize,
 }
 
-/// Replaces every chain the engine has an operator for.
+/// Replaces every chain the engine has an operator for, then drops the initializers no node
+/// reads any more (an embedding table whose rows are read from the file).
 pub(super) fn fuse(graph: &mut GraphProto) -> Fused {
-    Fused {
+    let fused = Fused {
         quantize: replace(graph, quantize_rows::find),
         dequantize: replace(graph, dequantize_rows::find),
         layer_norm: replace(graph, add_layer_norm::find),
         gelu: replace(graph, dequantize_rows::find_gelu),
+        embedding: replace(graph, embedding_rows::find),
         #[cfg(target_arch = "x86_64")]
         attention: replace(graph, attention::find),
         #[cfg(not(target_arch = "x86_64"))]
         attention: 0,
+    };
+    if fused.embedding > 0 {
+        let read: std::collections::HashSet<&str> = (graph.node.iter())
+            .flat_map(|node| node.input.iter().map(String::as_str))
+            .chain(graph.output.iter().map(|output| output.name.as_str()))
+            .collect();
+        let unread: Vec<usize> = (graph.initializer.iter().enumerate())
+            .filter(|(_, t)| !read.contains(t.name.as_str()))
+            .map(|(index, _)| index)
+            .collect();
+        for index in unread.into_iter().rev() {
+            graph.initializer.remove(index);
+        }
     }
+    fused
 }
 
 /// A chain found in a graph: the indices of its nodes (the last one last in the graph's order)
@@ -346,6 +369,7 @@ mod tests {
                 quantize: 0,
                 dequantize: 0,
                 layer_norm: 0,
+                embedding: 0,
                 gelu: 0,
                 attention: 0,
             }
