@@ -161,7 +161,7 @@ impl MMMInputFormat for WeightSteps {
             (m / FEATURES) * panel + (m % FEATURES) * 4 + (c / 4) * WEIGHT_ROW + c % 4
         };
         let packed = weight_packs::packed_once(self, t, k_axis, mn_axis, (position, 4), || {
-            weight_packs::pack_at(t, k_axis, mn_axis, (panels * panel, 64), position)
+            pack_at(t, k_axis, mn_axis, (panels * panel, 64), position)
         });
         let format = Box::new(self.clone());
         Ok(weight_packs::packed_input(format, packed, panel, (k, mn)))
@@ -239,7 +239,7 @@ impl MMMInputFormat for TokenRows {
         let len = (mn.div_ceil(r) * panel, self.0.alignment());
         let packed =
             weight_packs::packed_once(self, t, k_axis, mn_axis, (position, K_STEP), || {
-                weight_packs::pack_at(t, k_axis, mn_axis, len, position)
+                pack_at(t, k_axis, mn_axis, len, position)
             });
         let format = Box::new(self.clone());
         Ok(weight_packs::packed_input(format, packed, panel, (k, mn)))
@@ -278,6 +278,34 @@ impl MMMInputFormat for TokenRows {
     fn extract_at_mn_f32(&self, _: &EagerPackedInput, _: usize, _: &mut [f32]) -> TractResult<()> {
         bail!("{self}: no f32 extraction")
     }
+}
+
+/// The `rows × k` int8 values of `t` (`k` and rows on the given axes), each at the byte
+/// `position(row, c)` of a zeroed blob of `len` bytes aligned to `align`.
+fn pack_at(
+    t: &TensorView,
+    k_axis: usize,
+    mn_axis: usize,
+    (len, align): (usize, usize),
+    position: impl Fn(usize, usize) -> usize,
+) -> Blob {
+    let (k, rows) = (t.shape()[k_axis], t.shape()[mn_axis]);
+    let (k_stride, row_stride) = (t.strides()[k_axis], t.strides()[mn_axis]);
+    // SAFETY: zeroed before the values are written; read only after.
+    let mut blob = unsafe { Blob::new_for_size_and_align(len, align) };
+    let bytes = blob.as_bytes_mut();
+    bytes.fill(0);
+    // SAFETY: the view's data holds `rows × k` int8 at these strides.
+    let values = unsafe { t.as_ptr_unchecked::<i8>() };
+    for row in 0..rows {
+        for c in 0..k {
+            // SAFETY: `row < rows` and `c < k` address a value of the view.
+            let value =
+                unsafe { *values.offset(row as isize * row_stride + c as isize * k_stride) };
+            bytes[position(row, c)] = value as u8;
+        }
+    }
+    blob
 }
 
 /// AMX tile configuration (palette 1): the 64-byte block `ldtilecfg` reads.

@@ -112,34 +112,6 @@ pub(super) fn packed_once(
     blob
 }
 
-/// The `rows × k` int8 values of `t` (`k` and rows on the given axes), each at the byte
-/// `position(row, c)` of a zeroed blob of `len` bytes aligned to `align`.
-pub(super) fn pack_at(
-    t: &TensorView,
-    k_axis: usize,
-    mn_axis: usize,
-    (len, align): (usize, usize),
-    position: impl Fn(usize, usize) -> usize,
-) -> Blob {
-    let (k, rows) = (t.shape()[k_axis], t.shape()[mn_axis]);
-    let (k_stride, row_stride) = (t.strides()[k_axis], t.strides()[mn_axis]);
-    // SAFETY: zeroed before the values are written; read only after.
-    let mut blob = unsafe { Blob::new_for_size_and_align(len, align) };
-    let bytes = blob.as_bytes_mut();
-    bytes.fill(0);
-    // SAFETY: the view's data holds `rows × k` int8 at these strides.
-    let values = unsafe { t.as_ptr_unchecked::<i8>() };
-    for row in 0..rows {
-        for c in 0..k {
-            // SAFETY: `row < rows` and `c < k` address a value of the view.
-            let value =
-                unsafe { *values.offset(row as isize * row_stride + c as isize * k_stride) };
-            bytes[position(row, c)] = value as u8;
-        }
-    }
-    blob
-}
-
 /// A packed `mn × k` matrix in `format`, as tract's products take it.
 pub(super) fn packed_input(
     format: Box<dyn MMMInputFormat>,
