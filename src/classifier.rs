@@ -98,6 +98,22 @@ pub struct Classification {
     pub truncated: bool,
 }
 
+/// The label reported instead of the model's when its probability is below a threshold the
+/// user chose (`sentimqd`'s `model.uncertain_below`, `sentimq classify --uncertain-below`).
+pub const UNCERTAIN_LABEL: &str = "uncertain";
+
+impl Classification {
+    /// The label to report: [`UNCERTAIN_LABEL`] when the most probable label's probability is
+    /// below `uncertain_below` (0: never), else that label.
+    pub fn label_unless_below(&self, uncertain_below: f32) -> &str {
+        if self.score < uncertain_below {
+            UNCERTAIN_LABEL
+        } else {
+            &self.label
+        }
+    }
+}
+
 /// A loaded model directory.
 pub struct Classifier {
     manifest: ModelManifest,

@@ -241,6 +241,7 @@ pub(crate) struct Replier {
     model: String,
     echo_text: bool,
     inputs: Vec<String>,
+    uncertain_below: f32,
 }
 
 impl Replier {
@@ -252,7 +253,20 @@ impl Replier {
             model: model.to_string(),
             echo_text,
             inputs: inputs.to_vec(),
+            uncertain_below: 0.0,
         }
+    }
+
+    /// Results whose top score is below `below` carry [`UNCERTAIN_LABEL`](crate::classifier::UNCERTAIN_LABEL) (0: none do).
+    pub fn with_uncertain_below(mut self, below: f32) -> Self {
+        self.uncertain_below = below;
+        self
+    }
+
+    /// The label published for `verdict`: the model's, or [`UNCERTAIN_LABEL`](crate::classifier::UNCERTAIN_LABEL) when its score
+    /// is below `model.uncertain_below`.
+    pub fn label<'a>(&self, verdict: &'a Classification) -> &'a str {
+        verdict.label_unless_below(self.uncertain_below)
     }
 
     /// The result of a classified input. `text` is echoed when `input.echo_text` is on.
@@ -282,7 +296,7 @@ impl Replier {
         let message = ResultMessage {
             id,
             source_topic: &input.topic,
-            label: &verdict.label,
+            label: self.label(verdict),
             score: verdict.score,
             scores: Scores(&verdict.scores),
             model: &self.model,
@@ -377,6 +391,7 @@ pub(crate) fn unix_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classifier::UNCERTAIN_LABEL;
     use crate::daemon::message::{InputAck, ResponseRoute};
 
     fn parse(payload: &[u8]) -> Result<Request<'_>, Rejection> {
@@ -448,6 +463,31 @@ mod tests {
             received: Instant::now(),
             is_redelivery: false,
         }
+    }
+
+    #[test]
+    fn scores_below_the_threshold_are_published_as_uncertain() {
+        let verdict = |score: f32| Classification {
+            label: "positive".into(),
+            score,
+            scores: vec![("negative".into(), 1.0 - score), ("positive".into(), score)],
+            tokens: 4,
+            truncated: false,
+        };
+        let replier = Replier::new("sentimq", "m@abc", false, &[]).with_uncertain_below(0.7);
+        let mut buffer = Vec::new();
+        let publish = |score: f32, buffer: &mut Vec<u8>| -> Value {
+            let out = replier.result(&inbound(None), None, "hi", &verdict(score), buffer);
+            serde_json::from_slice(&out.payload).unwrap()
+        };
+        let unsure = publish(0.69, &mut buffer);
+        assert_eq!(unsure["label"], UNCERTAIN_LABEL);
+        assert_eq!(unsure["score"], 0.69, "the model's score is kept");
+        assert_eq!(unsure["scores"]["positive"], 0.69);
+        assert_eq!(publish(0.7, &mut buffer)["label"], "positive");
+        assert_eq!(replier.label(&verdict(0.5)), UNCERTAIN_LABEL);
+        let off = Replier::new("sentimq", "m@abc", false, &[]);
+        assert_eq!(off.label(&verdict(0.5)), "positive", "off by default");
     }
 
     #[test]

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::config::Config;
+use super::config::{Config, ConfigError};
 use super::contract::Replier;
 use super::Error;
-use crate::classifier::{Classifier, LoadOptions};
+use crate::classifier::{Classifier, LoadOptions, UNCERTAIN_LABEL};
 use crate::manifest::{self, ModelManifest};
 
 /// A loaded, verified model and how to name it.
@@ -50,6 +50,7 @@ fn load(config: &Config, warm_up_tokens: usize) -> Result<LoadedModel, Error> {
         .graph
         .clone()
         .unwrap_or_else(|| manifest.default_graph.clone());
+    check_uncertain_label(config, &manifest)?;
     let identity = check_digests(dir, &manifest, &graph)?;
     let options = LoadOptions {
         engine: crate::engine::EngineOptions {
@@ -176,6 +177,24 @@ fn lower_this_threads_priority() {
     }
 }
 
+/// `model.uncertain_below` publishes [`UNCERTAIN_LABEL`] as a label, so it is refused for a
+/// model that has a label of that name.
+fn check_uncertain_label(config: &Config, manifest: &ModelManifest) -> Result<(), Error> {
+    let clash =
+        config.model.uncertain_below > 0.0 && manifest.labels.iter().any(|l| l == UNCERTAIN_LABEL);
+    if !clash {
+        return Ok(());
+    }
+    let message = format!(
+        "is set, but the model has a label named {UNCERTAIN_LABEL:?} itself, which results could not tell apart"
+    );
+    Err(ConfigError::Invalid {
+        key: "model.uncertain_below",
+        message,
+    }
+    .into())
+}
+
 /// The model being served and the reply builder that names it.
 pub struct Served {
     /// The classifier.
@@ -196,7 +215,8 @@ impl Served {
             &model.identity,
             config.input.echo_text,
             &config.input_filters(),
-        );
+        )
+        .with_uncertain_below(config.model.uncertain_below as f32);
         Served {
             classifier: Arc::new(model.classifier),
             identity: model.identity,

@@ -119,7 +119,11 @@ async fn serve(
     let filters = config.input_filters();
     let topics = Topics::new(&config.mqtt.base_topic);
     let client_id = config.client_id();
-    let stats = Arc::new(Stats::new(&model.classifier.manifest().labels));
+    let mut labels = model.classifier.manifest().labels.clone();
+    if config.model.uncertain_below > 0.0 {
+        labels.push(crate::classifier::UNCERTAIN_LABEL.into());
+    }
+    let stats = Arc::new(Stats::new(&labels));
     let health = Arc::new(Health::default());
     let served = Served::new(&config, model);
     // The event loop's `overloaded` replies name no model, so the first replier serves it for good.

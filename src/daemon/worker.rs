@@ -225,7 +225,7 @@ impl Worker {
                         );
                         self.context
                             .stats
-                            .result(&verdict.label, item.input.received.elapsed());
+                            .result(served.replier.label(verdict), item.input.received.elapsed());
                         if self.context.replies.blocking_send(reply).is_err() {
                             return;
                         }

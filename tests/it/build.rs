@@ -117,6 +117,31 @@ fn classify_prints_json_lines_and_handles_bad_input() {
         assert_eq!(line["truncated"], false);
     }
 
+    // Below --uncertain-below (the random head's scores are near 0.5): `uncertain`, the score kept.
+    let (ok, stdout, _) = sentimq(
+        &[
+            "classify",
+            "--model",
+            &model,
+            "--uncertain-below",
+            "0.99",
+            "A great film.",
+        ],
+        None,
+    );
+    assert!(ok);
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON line");
+    assert_eq!(line["label"], "uncertain", "{line}");
+    assert_eq!(line["score"], lines[0]["score"], "{line}");
+    let (ok, _, stderr) = sentimq(
+        &["classify", "--model", &model, "--uncertain-below", "1", "x"],
+        None,
+    );
+    assert!(
+        !ok && stderr.contains("up to (not including) 1"),
+        "{stderr}"
+    );
+
     // stdin: a good line, an empty line, invalid UTF-8, a 1 MB line. Each gets a line back.
     let mut input = b"fine movie\n\n\xff\xfe broken\n".to_vec();
     input.extend("so long ".repeat(131_072).as_bytes());

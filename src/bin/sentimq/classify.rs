@@ -14,8 +14,21 @@ use crate::ModelArgs;
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
+    /// Report `uncertain` as the label of a text whose most probable label's probability is
+    /// below this (its `score` and `scores` unchanged); 0 = never. The shipped model's scores
+    /// are calibrated: models/README.md lists how many texts each threshold holds back.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = probability)]
+    uncertain_below: f32,
     /// Texts to classify; without any, one text per line is read from stdin.
     texts: Vec<String>,
+}
+
+/// A number from 0 up to (not including) 1.
+fn probability(raw: &str) -> Result<f32, String> {
+    raw.parse::<f32>()
+        .ok()
+        .filter(|p| (0.0..1.0).contains(p))
+        .ok_or_else(|| format!("{raw:?}: expected a number from 0 up to (not including) 1"))
 }
 
 #[derive(Serialize)]
@@ -43,7 +56,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Returns whether the text failed.
     let classify_one = |text: &str, out: &mut dyn Write| -> anyhow::Result<bool> {
         match classifier.classify(&[text]) {
-            Ok(mut results) => write_line(out, text, &results.remove(0)).map(|()| false),
+            Ok(mut results) => {
+                write_line(out, text, &results.remove(0), args.uncertain_below).map(|()| false)
+            }
             Err(error) => write_error(out, text, describe(&error)).map(|()| true),
         }
     };
@@ -94,7 +109,12 @@ fn write_error(out: &mut dyn Write, text: &str, error: String) -> anyhow::Result
     Ok(())
 }
 
-fn write_line(out: &mut dyn Write, text: &str, result: &Classification) -> anyhow::Result<()> {
+fn write_line(
+    out: &mut dyn Write,
+    text: &str,
+    result: &Classification,
+    uncertain_below: f32,
+) -> anyhow::Result<()> {
     let scores = result
         .scores
         .iter()
@@ -102,7 +122,7 @@ fn write_line(out: &mut dyn Write, text: &str, result: &Classification) -> anyho
         .collect();
     let line = Line {
         text,
-        label: &result.label,
+        label: result.label_unless_below(uncertain_below),
         score: result.score,
         scores,
         tokens: result.tokens,

@@ -23,6 +23,8 @@ pub enum Kind {
     List,
     /// One of a fixed set of strings.
     Choice(&'static [&'static str]),
+    /// A probability: a number from 0 up to (not including) 1.
+    Probability,
 }
 
 impl Kind {
@@ -35,6 +37,7 @@ impl Kind {
             Kind::Int { min, max } => format!("an integer in {min}..={max}"),
             Kind::List => "a list of strings".into(),
             Kind::Choice(options) => format!("one of {}", options.join(", ")),
+            Kind::Probability => "a number from 0 up to (not including) 1".into(),
         }
     }
 }
@@ -108,6 +111,7 @@ pub const KEYS: &[Key] = &[
     Key { path: "model.max_tokens", kind: Kind::Int { min: 0, max: 8192 }, default: "0", flag: None, doc: "most word pieces read per text, `[CLS]` and `[SEP]` included (head+tail, the head at most half); 0 = the model's window (`model.json`'s `truncation.max_tokens`), which is also the upper bound. Lower it to bound the latency of long texts on slow devices; short texts are unaffected" },
     Key { path: "model.warm_up_tokens", kind: Kind::Int { min: 0, max: 8192 }, default: "512", flag: None, doc: "plans for every length bucket up to this many tokens (at most `model.plans` of them, never past the model's window) are built at start, before the daemon goes online, so the first texts of those lengths answer as fast as the rest: about 0.1 s per plan on x86, 16 plans for a 512-token window; 0 = none before going online" },
     Key { path: "model.warm_up_background", kind: Kind::Bool, default: "true", flag: None, doc: "after going online (and after each reload), a lowest-priority thread builds the plans of the buckets past `model.warm_up_tokens` up to the window (at most `model.plans`), shortest first; a text whose plan it is building waits for it. Lets a slow device go online after its short buckets and warm the rest while it serves; false = those plans are built on first use" },
+    Key { path: "model.uncertain_below", kind: Kind::Probability, default: "0.0", flag: None, doc: "a result whose top score is below this is published with the label `uncertain` (its `score` and `scores` unchanged), so consumers can route neutral, mixed or non-English text instead of trusting a near coin flip; the shipped model's scores are calibrated (a score of 0.8 is right about 80 % of the time), and `models/README.md` lists how many texts each threshold holds back; 0 = off" },
     Key { path: "model.allow_label_change", kind: Kind::Bool, default: "false", flag: None, doc: "a reload may swap in a model whose labels differ from the served model's (consumers parse labels, so a change is refused by default)" },
     Key { path: "pipeline.workers", kind: Kind::Int { min: 0, max: 256 }, default: "0", flag: Some("--workers"), doc: "inference threads, each with its own session; 0 = one per core" },
     Key { path: "pipeline.intra_op_threads", kind: Kind::Int { min: 0, max: 256 }, default: "0", flag: Some("--intra-op-threads"), doc: "threads per matrix product; 0 = cores / workers (1 with the default workers); above 1 only in builds with the `intra-op-threads` feature (a default one; the device packages, built with `--no-default-features`, refuse it)" },

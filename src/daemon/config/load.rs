@@ -306,6 +306,8 @@ fn check_value(
         }
         (Kind::List, V::Array(items)) => items.iter().all(|i| matches!(i, V::String(_))),
         (Kind::Choice(options), V::String(s)) => options.contains(&s.as_str()),
+        (Kind::Probability, V::Float(p)) => (0.0..1.0).contains(p),
+        (Kind::Probability, V::Integer(i)) => *i == 0,
         _ => false,
     };
     if ok {
@@ -337,6 +339,7 @@ fn parse_env(kind: Kind, raw: &str) -> Option<toml::Value> {
             _ => return None,
         }),
         Kind::Int { .. } => toml::Value::Integer(raw.trim().parse().ok()?),
+        Kind::Probability => toml::Value::Float(raw.trim().parse().ok()?),
         Kind::List => toml::Value::Array(
             raw.split(',')
                 .map(str::trim)
@@ -466,6 +469,45 @@ mod tests {
             1
         };
         assert_eq!(config.intra_op_threads(), expected);
+    }
+
+    /// `model.uncertain_below` takes 0 (off) or a number below 1, from the file or the
+    /// environment, and names itself when out of range.
+    #[test]
+    fn uncertain_below_is_a_probability() {
+        let from_file = |text: &str| {
+            let (_dir, path) = file(text);
+            load(Sources {
+                file: Some(path),
+                ..Sources::default()
+            })
+        };
+        let config = |text: &str| from_file(text).unwrap().config.model.uncertain_below;
+        assert_eq!(config(""), 0.0, "off by default");
+        assert_eq!(config("[model]\nuncertain_below = 0\n"), 0.0);
+        assert_eq!(config("[model]\nuncertain_below = 0.75\n"), 0.75);
+        for bad in ["1.0", "1", "-0.1", "\"0.7\"", "nan"] {
+            let err = from_file(&format!("[model]\nuncertain_below = {bad}\n")).unwrap_err();
+            assert_eq!(err.key(), Some("model.uncertain_below"), "{bad}: {err}");
+            assert!(err.to_string().contains("up to (not including) 1"), "{err}");
+        }
+        let loaded = load(Sources {
+            env: env(&[("SENTIMQ_MODEL_UNCERTAIN_BELOW", "0.6")]),
+            ..Sources::default()
+        })
+        .unwrap();
+        assert_eq!(loaded.config.model.uncertain_below, 0.6);
+        for bad in ["1.5", "high"] {
+            let err = load(Sources {
+                env: env(&[("SENTIMQ_MODEL_UNCERTAIN_BELOW", bad)]),
+                ..Sources::default()
+            })
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("SENTIMQ_MODEL_UNCERTAIN_BELOW"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

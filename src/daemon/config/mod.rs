@@ -135,6 +135,8 @@ pub struct ModelConfig {
     /// The plans of the remaining buckets up to the window are built on a low-priority thread
     /// after start-up (and after each reload).
     pub warm_up_background: bool,
+    /// Results whose top score is below this are published as `uncertain`; 0 = off.
+    pub uncertain_below: f64,
     /// A reload may swap in a model whose labels differ from the served one's.
     pub allow_label_change: bool,
 }
@@ -261,6 +263,7 @@ impl Default for ModelConfig {
             max_tokens: 0,
             warm_up_tokens: 512,
             warm_up_background: true,
+            uncertain_below: 0.0,
             allow_label_change: false,
         }
     }

@@ -69,7 +69,8 @@ fn config_table(readme: &str) -> Vec<Vec<String>> {
 }
 
 /// How the README writes a key's type: `string`, `path`, `bool`, `list of strings`,
-/// `integer MIN–MAX` (digits grouped by commas from 10,000 up) or the choices, `` `a` | `b` ``.
+/// `integer MIN–MAX` (digits grouped by commas from 10,000 up), `number 0 ≤ x < 1` or the
+/// choices, `` `a` | `b` ``.
 fn doc_kind(kind: Kind) -> String {
     fn number(n: u64) -> String {
         let digits = n.to_string();
@@ -91,6 +92,7 @@ fn doc_kind(kind: Kind) -> String {
         Kind::Bool => "bool".into(),
         Kind::List => "list of strings".into(),
         Kind::Int { min, max } => format!("integer {}–{}", number(min), number(max)),
+        Kind::Probability => "number 0 ≤ x < 1".into(),
         Kind::Choice(options) => options
             .iter()
             .map(|o| format!("`{o}`"))

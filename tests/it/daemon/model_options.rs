@@ -1,13 +1,13 @@
 //! `[model]` options that change how the daemon runs its model: warm start (the plans of the
 //! configured length buckets are built before the daemon says it is ready, the rest on a
-//! background thread after it, so its first answers wait for no plan optimization) and a
-//! window shorter than the model's.
+//! background thread after it, so its first answers wait for no plan optimization), a
+//! window shorter than the model's, and the `uncertain` label below a configured score.
 
 use sentimq::classifier::Classifier;
 
 use super::client::TestClient;
 use super::harness::{daemon_config, set, Broker, BrokerOptions, Daemon};
-use super::{assert_result_matches, setup, REPLY, START};
+use super::{assert_result_matches, expected, setup, REPLY, START};
 
 const WARM_LOG: &str = "plans built before going online";
 const BACKGROUND_LOG: &str = "plans built in the background";
@@ -136,4 +136,65 @@ fn a_shorter_window_reads_head_and_tail_of_that_length() {
         (score - f64::from(want.score)).abs() <= 1e-3,
         "{result} vs {want:?}"
     );
+}
+
+/// With `model.uncertain_below` between the scores of two texts, the less certain one is
+/// published as `uncertain` (with the model's score and scores), the other with its label.
+#[test]
+fn results_below_the_configured_score_are_uncertain() {
+    let model = setup();
+    let texts = [
+        "A fine film, warm and funny, with a cast that clearly enjoyed every scene.",
+        "The worst hour and a half I have spent in a cinema: dull, loud and stupid.",
+        "It is a film about a family that moves to a new town.",
+        "Brilliant, moving and beautifully shot; I loved every minute of it.",
+        "Awful acting, a plot full of holes and an ending that made no sense at all.",
+    ];
+    let mut scored: Vec<(f32, &str)> = texts
+        .iter()
+        .map(|t| (expected(model, t).score, *t))
+        .collect();
+    scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let ((low, unsure), (high, sure)) = (scored[0], scored[scored.len() - 1]);
+    assert!(
+        high - low > 0.002,
+        "the test model scores these texts too alike to place a threshold between them: {scored:?}"
+    );
+    let threshold = f64::from((low + high) / 2.0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), BrokerOptions::default());
+    let client = TestClient::v5(broker.port, "unsure-client");
+    client.subscribe("unsure/result/#");
+    let mut config = daemon_config(broker.port, "unsure-daemon", "unsure", model);
+    set(&mut config, "model.uncertain_below", threshold);
+    let daemon = Daemon::spawn(dir.path(), "unsure", &config);
+    daemon.wait_for_log("ready", START);
+    for (id, text) in [(1, unsure), (2, sure)] {
+        client.publish(
+            &format!("unsure/classify/{id}"),
+            format!(r#"{{"id": {id}, "text": "{text}"}}"#),
+        );
+        let result = client
+            .wait_on(&format!("unsure/result/unsure/classify/{id}"), REPLY)
+            .json();
+        assert_eq!(result["id"], id, "{result}");
+        let want = expected(model, text);
+        let label = if id == 1 {
+            "uncertain"
+        } else {
+            want.label.as_str()
+        };
+        assert_eq!(result["label"], label, "threshold {threshold}: {result}");
+        let score = result["score"].as_f64().expect("score");
+        assert!(
+            (score - f64::from(want.score)).abs() <= 1e-3,
+            "{result} vs {want:?}"
+        );
+        assert_eq!(
+            result["scores"].as_object().map(|o| o.len()),
+            Some(2),
+            "{result}"
+        );
+    }
 }
