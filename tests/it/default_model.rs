@@ -92,11 +92,11 @@ fn default_model_is_complete_and_small() {
 }
 
 /// The committed training records (`training/`) are the runs the card describes: stages 2 to
-/// 4 each started from the previous stage's adapter, on the same base, data and validation
+/// 6 each started from the previous stage's adapter, on the same base, data and validation
 /// split, with short pieces of the reviews (spans, then openings too) in every stage after the
 /// first, and the last report's calibration is the committed adapter's.
 #[test]
-fn training_records_describe_the_four_stage_recipe() {
+fn training_records_describe_the_six_stage_recipe() {
     let training = default_model().join("training");
     let read = |file: &str| -> serde_json::Value {
         let path = training.join(file);
@@ -104,13 +104,9 @@ fn training_records_describe_the_four_stage_recipe() {
             .unwrap_or_else(|e| panic!("{} is missing or unreadable: {e}", path.display()));
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     };
-    let stages = [
-        read("stage1-report.json"),
-        read("stage2-report.json"),
-        read("stage3-report.json"),
-        read("report.json"),
-    ];
-    for prefix in ["stage1-", "stage2-", "stage3-", ""] {
+    const PREFIXES: [&str; 6] = ["stage1-", "stage2-", "stage3-", "stage4-", "stage5-", ""];
+    let stages = PREFIXES.map(|prefix| read(&format!("{prefix}report.json")));
+    for prefix in PREFIXES {
         for file in ["curve.png", "reliability.png"] {
             let file = format!("{prefix}{file}");
             assert!(training.join(&file).is_file(), "training/{file} is missing");
@@ -168,17 +164,20 @@ fn training_records_describe_the_four_stage_recipe() {
             "stage {stage} trains on short pieces of the reviews"
         );
     }
-    assert!(
-        stages[3]["config"]["openings_per_review"].as_u64() > Some(0),
-        "stage 4 adds review openings"
-    );
+    for (index, stage) in stages.iter().enumerate().skip(3) {
+        assert!(
+            stage["config"]["openings_per_review"].as_u64() > Some(0),
+            "stage {} adds review openings",
+            index + 1
+        );
+    }
     let calibration = Calibration::read(&default_model().join("adapter"))
         .expect("adapter/calibration.json is readable")
         .expect("the shipped adapter is calibrated");
     assert_eq!(
-        stages[3]["calibration"]["temperature"].as_f64(),
+        stages[5]["calibration"]["temperature"].as_f64(),
         Some(calibration.temperature),
-        "the committed adapter is stage 4's"
+        "the committed adapter is stage 6's"
     );
 }
 
