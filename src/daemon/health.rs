@@ -154,6 +154,8 @@ pub struct Info<'a> {
     pub max_payload_bytes: u64,
     /// Whether results echo the text.
     pub echo_text: bool,
+    /// Results whose top score is below this carry the label `uncertain` (0: off).
+    pub uncertain_below: f64,
     /// Unix milliseconds at start.
     pub started_at: u64,
 }

@@ -326,6 +326,7 @@ fn info_builder(config: &Config, filters: &[String]) -> reload::InfoBuilder {
             text_field: &config.input.text_field,
             max_payload_bytes: config.input.max_payload_bytes,
             echo_text: config.input.echo_text,
+            uncertain_below: config.model.uncertain_below,
             started_at,
         }
         .to_bytes()

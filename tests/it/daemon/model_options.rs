@@ -166,10 +166,13 @@ fn results_below_the_configured_score_are_uncertain() {
     let broker = Broker::start(dir.path(), BrokerOptions::default());
     let client = TestClient::v5(broker.port, "unsure-client");
     client.subscribe("unsure/result/#");
+    client.subscribe("unsure/info");
     let mut config = daemon_config(broker.port, "unsure-daemon", "unsure", model);
     set(&mut config, "model.uncertain_below", threshold);
     let daemon = Daemon::spawn(dir.path(), "unsure", &config);
     daemon.wait_for_log("ready", START);
+    let info = client.wait_on("unsure/info", REPLY).json();
+    assert_eq!(info["uncertain_below"], threshold, "{info}");
     for (id, text) in [(1, unsure), (2, sure)] {
         client.publish(
             &format!("unsure/classify/{id}"),
