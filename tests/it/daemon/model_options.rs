@@ -12,6 +12,38 @@ use super::{assert_result_matches, expected, setup, REPLY, START};
 const WARM_LOG: &str = "plans built before going online";
 const BACKGROUND_LOG: &str = "plans built in the background";
 
+/// A ready daemon serving the test model, its broker and a client subscribed to its results and
+/// `info`; fields drop in order, the daemon first.
+struct Running {
+    daemon: Daemon,
+    client: TestClient,
+    _broker: Broker,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts a broker and a daemon under topic base `base` with the `[model]` `settings` applied,
+/// and waits until it is ready.
+fn start_with(base: &str, settings: &[(&str, toml::Value)]) -> Running {
+    let model = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), BrokerOptions::default());
+    let client = TestClient::v5(broker.port, &format!("{base}-client"));
+    client.subscribe(&format!("{base}/result/#"));
+    client.subscribe(&format!("{base}/info"));
+    let mut config = daemon_config(broker.port, &format!("{base}-daemon"), base, model);
+    for (key, value) in settings {
+        set(&mut config, key, value.clone());
+    }
+    let daemon = Daemon::spawn(dir.path(), base, &config);
+    daemon.wait_for_log("ready", START);
+    Running {
+        daemon,
+        client,
+        _broker: broker,
+        _dir: dir,
+    }
+}
+
 /// Starts a daemon with `model.warm_up_tokens = tokens` and `model.warm_up_background =
 /// background`, sends one text once it is ready, waits for `wait_for` in its log if given, and
 /// returns the log (checking the answer on the way).
@@ -22,15 +54,13 @@ fn start_and_answer_once(
     base: &str,
 ) -> String {
     let model = setup();
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path(), BrokerOptions::default());
-    let client = TestClient::v5(broker.port, &format!("{base}-client"));
-    client.subscribe(&format!("{base}/result/#"));
-    let mut config = daemon_config(broker.port, &format!("{base}-daemon"), base, model);
-    set(&mut config, "model.warm_up_tokens", tokens);
-    set(&mut config, "model.warm_up_background", background);
-    let daemon = Daemon::spawn(dir.path(), base, &config);
-    daemon.wait_for_log("ready", START);
+    let Running { daemon, client, .. } = &start_with(
+        base,
+        &[
+            ("model.warm_up_tokens", tokens.into()),
+            ("model.warm_up_background", background.into()),
+        ],
+    );
     let text = "A warm welcome: the first review of the day, and a fine one.";
     client.publish(
         &format!("{base}/classify"),
@@ -103,15 +133,7 @@ fn warm_up_stops_at_the_window_and_can_be_turned_off() {
 #[test]
 fn a_shorter_window_reads_head_and_tail_of_that_length() {
     let model = setup();
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path(), BrokerOptions::default());
-    let client = TestClient::v5(broker.port, "short-client");
-    client.subscribe("short/result/#");
-    client.subscribe("short/info");
-    let mut config = daemon_config(broker.port, "short-daemon", "short", model);
-    set(&mut config, "model.max_tokens", 32);
-    let daemon = Daemon::spawn(dir.path(), "short", &config);
-    daemon.wait_for_log("ready", START);
+    let Running { client, .. } = &start_with("short", &[("model.max_tokens", 32.into())]);
     assert_eq!(client.wait_on("short/info", REPLY).json()["max_tokens"], 32);
 
     let text = "The opening was slow and the middle dragged on and on, scene after scene of \
@@ -162,15 +184,8 @@ fn results_below_the_configured_score_are_uncertain() {
     );
     let threshold = f64::from((low + high) / 2.0);
 
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path(), BrokerOptions::default());
-    let client = TestClient::v5(broker.port, "unsure-client");
-    client.subscribe("unsure/result/#");
-    client.subscribe("unsure/info");
-    let mut config = daemon_config(broker.port, "unsure-daemon", "unsure", model);
-    set(&mut config, "model.uncertain_below", threshold);
-    let daemon = Daemon::spawn(dir.path(), "unsure", &config);
-    daemon.wait_for_log("ready", START);
+    let Running { client, .. } =
+        &start_with("unsure", &[("model.uncertain_below", threshold.into())]);
     let info = client.wait_on("unsure/info", REPLY).json();
     assert_eq!(info["uncertain_below"], threshold, "{info}");
     for (id, text) in [(1, unsure), (2, sure)] {
