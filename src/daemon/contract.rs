@@ -257,14 +257,16 @@ impl Replier {
         }
     }
 
-    /// Results whose top score is below `below` carry [`UNCERTAIN_LABEL`](crate::classifier::UNCERTAIN_LABEL) (0: none do).
+    /// Results whose top score is below `below` carry
+    /// [`UNCERTAIN_LABEL`](crate::classifier::UNCERTAIN_LABEL) (0: none do).
     pub fn with_uncertain_below(mut self, below: f32) -> Self {
         self.uncertain_below = below;
         self
     }
 
-    /// The label published for `verdict`: the model's, or [`UNCERTAIN_LABEL`](crate::classifier::UNCERTAIN_LABEL) when its score
-    /// is below `model.uncertain_below`.
+    /// The label published for `verdict`: the model's, or
+    /// [`UNCERTAIN_LABEL`](crate::classifier::UNCERTAIN_LABEL) when its score is below
+    /// `model.uncertain_below`.
     pub fn label<'a>(&self, verdict: &'a Classification) -> &'a str {
         verdict.label_unless_below(self.uncertain_below)
     }

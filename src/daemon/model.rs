@@ -273,3 +273,38 @@ impl ModelSlot {
         old
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped model's manifest with its labels replaced.
+    fn manifest_with_labels(labels: &[&str]) -> ModelManifest {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/imdb-minilm");
+        let mut manifest = ModelManifest::read(&shipped).expect("the shipped model.json");
+        manifest.labels = labels.iter().map(|l| l.to_string()).collect();
+        manifest
+    }
+
+    #[test]
+    fn a_model_labelled_uncertain_is_refused_only_while_the_threshold_is_set() {
+        let mut config = Config::default();
+        let clashing = manifest_with_labels(&["negative", UNCERTAIN_LABEL]);
+        assert!(
+            check_uncertain_label(&config, &clashing).is_ok(),
+            "off by default"
+        );
+        config.model.uncertain_below = 0.7;
+        let err = check_uncertain_label(&config, &clashing).unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(e) if e.key() == Some("model.uncertain_below")),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("label named \"uncertain\""),
+            "{err}"
+        );
+        let fine = manifest_with_labels(&["negative", "positive"]);
+        assert!(check_uncertain_label(&config, &fine).is_ok());
+    }
+}
