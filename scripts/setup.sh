@@ -15,8 +15,16 @@ command -v mosquitto_pub >/dev/null || need_apt+=(mosquitto-clients)
 # Raspberry Pi builds without Docker (cross/build.sh): Debian's rustc 1.96 with the targets'
 # prebuilt standard libraries (multiarch arm64/armhf packages), GNU cross linkers, qemu-user to
 # run the binaries.
-[ -x /usr/bin/rustc ] || need_apt+=(rustc-web)
-[ -x /usr/bin/cargo ] || need_apt+=(cargo-web)
+# The crate's rust-version (Cargo.toml) is the oldest Debian rustc it builds with; an older one
+# (bookworm's main suite has 1.85, bookworm-security the current one) is upgraded.
+rust_version=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml)
+debian_rustc_is_current() {
+  local have
+  have=$(/usr/bin/rustc --version 2>/dev/null | cut -d' ' -f2) || return 1
+  [ -n "$have" ] && [ "$(printf '%s\n%s\n' "$rust_version" "$have" | sort -V | head -n1)" = "$rust_version" ]
+}
+debian_rustc_is_current || need_apt+=(rustc-web)
+[ -x /usr/bin/cargo ] && debian_rustc_is_current || need_apt+=(cargo-web)
 for arch in arm64:aarch64-unknown-linux-gnu armhf:armv7-unknown-linux-gnueabihf; do
   if ! compgen -G "/usr/lib/rustlib/${arch#*:}/lib/libstd-*.rlib" >/dev/null; then
     dpkg --print-foreign-architectures | grep -qx "${arch%%:*}" || as_root dpkg --add-architecture "${arch%%:*}"
@@ -33,8 +41,21 @@ command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)
 # systemd-analyze (unit checks) and dpkg-deb (package checks).
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
-  as_root apt-get update -qq
+  # A mirror caught mid-sync fails one index ("File has unexpected size"); try again, then go
+  # on with what was fetched: the install below still fails, naming the package, if it needs
+  # an index that did not arrive.
+  for attempt in 1 2 3; do
+    as_root apt-get update -qq && break
+    echo "setup.sh: apt-get update failed (attempt $attempt of 3)" >&2
+    if [ "$attempt" -lt 3 ]; then sleep 20; fi
+  done
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+if ! debian_rustc_is_current; then
+  echo "setup.sh: Debian's /usr/bin/rustc is $(/usr/bin/rustc --version 2>&1 | head -n1); the ARM" \
+    "builds (cross/build.sh) need rustc-web >= $rust_version, which bookworm-security carries." \
+    "If apt-get update failed above, run this script again once the mirror answers" >&2
+  exit 1
 fi
 
 # onnx + onnxruntime: the interop tests and benches/ort_compare.py; pyarrow: the parquet tests;
