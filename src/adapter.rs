@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{BertConfig, Tensor, TensorMap};
 use crate::manifest::{digest_file, AdapterSummary};
+use crate::pooling::Pooling;
 
 /// Adapter config file name.
 pub const CONFIG_FILE: &str = "adapter_config.json";
@@ -85,6 +86,31 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+/// Key of `adapter_config.json` recording a pooling other than `[CLS]` (see
+/// [`crate::pooling`]); PEFT ignores it.
+pub const POOLING_KEY: &str = "sentimq_pooling";
+
+/// The pooling a trained model in `dir` records under [`POOLING_KEY`]: in `adapter_config.json`
+/// for an adapter, in `config.json` for a fully fine-tuned checkpoint; `[CLS]` when neither
+/// file records one (PEFT's and Hugging Face's own files).
+///
+/// Errors: [`Error::Unreadable`] for an unreadable file or a value other than `cls`/`mean`.
+pub fn recorded_pooling(dir: &Path) -> Result<Pooling, Error> {
+    let Some(path) = [CONFIG_FILE, "config.json"]
+        .iter()
+        .map(|file| dir.join(file))
+        .find(|path| path.is_file())
+    else {
+        return Ok(Pooling::Cls);
+    };
+    let text = std::fs::read_to_string(&path).map_err(unreadable(&path))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(unreadable(&path))?;
+    match json.get(POOLING_KEY) {
+        None => Ok(Pooling::Cls),
+        Some(value) => serde_json::from_value(value.clone()).map_err(unreadable(&path)),
+    }
 }
 
 /// The parts of PEFT's `LoraConfig` that matter for merging; other keys are kept verbatim.

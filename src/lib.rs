@@ -35,6 +35,7 @@ pub mod fuzzing;
 mod hub;
 pub mod manifest;
 pub mod metrics;
+pub mod pooling;
 pub mod rng;
 #[cfg(test)]
 mod test_inputs;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::pooling::Pooling;
 use crate::tokenizer::Truncation;
 
 /// File name of the manifest inside a model directory.
@@ -78,6 +79,9 @@ pub struct ModelManifest {
     pub base: BaseModel,
     /// The LoRA adapter merged in, if any.
     pub adapter: Option<AdapterSummary>,
+    /// Which rows of the last hidden states the head reads (`cls` when absent).
+    #[serde(default, skip_serializing_if = "Pooling::is_default")]
+    pub pooling: Pooling,
     /// The temperature the logits are divided by (folded into the classifier), when the
     /// model is calibrated (`calibration.json` of the adapter, or `--temperature`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

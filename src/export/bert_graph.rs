@@ -2,9 +2,10 @@
 //!
 //! Mirrors Hugging Face `BertForSequenceClassification` in eval mode
 //! (<https://github.com/huggingface/transformers/blob/v4.46.0/src/transformers/models/bert/modeling_bert.py>):
-//! embeddings → N × (self-attention, feed-forward, post-LayerNorm) → pooler (tanh on `[CLS]`)
-//! → linear classifier. Inputs `input_ids` and `attention_mask` are `(batch, sequence)` i64 with
-//! symbolic dims; outputs `logits` and `probabilities` are `(batch, labels)` f32.
+//! embeddings → N × (self-attention, feed-forward, post-LayerNorm) → pooler (tanh on `[CLS]`,
+//! or with [`Pooling::Mean`] on the mean of the attended tokens) → linear classifier. Inputs
+//! `input_ids` and `attention_mask` are `(batch, sequence)` i64 with symbolic dims; outputs
+//! `logits` and `probabilities` are `(batch, labels)` f32.
 //!
 //! Choices made for tract (each measured, see the engine benches):
 //! - the attention scale `1/√d` is folded into the query weights, the GELU's `0.5` into the
@@ -18,6 +19,7 @@
 //!   make a text's result independent of what it is batched with. Never QDQ.
 
 use crate::checkpoint::{BertConfig, HiddenAct, Tensor, TensorMap};
+use crate::pooling::Pooling;
 
 use super::onnx::{value_info, Attr, Dim, FloatType, GraphBuilder};
 use super::quantize::{quantize_rows, transpose};
@@ -58,6 +60,8 @@ pub struct GraphOptions {
     /// Also output `last_hidden_state` `(batch, sequence, hidden)` and `pooler_output`
     /// `(batch, hidden)`, for checks against reference implementations.
     pub with_hidden_states: bool,
+    /// Which rows of the last hidden states reach the pooler.
+    pub pooling: Pooling,
 }
 
 /// 1.5·2²³: `(v + M) − M` rounds an f32 `v` with |v| < 2²² to the nearest integer, ties to even.
@@ -89,18 +93,18 @@ pub fn classifier_graph(
     let mask_bias = emitter.mask_bias("attention_mask");
     let mut hidden = emitter.embeddings("input_ids")?;
     for layer in 0..config.num_hidden_layers {
-        // Only `[CLS]` reaches the head: without hidden-state outputs, the last layer computes
-        // its row alone (keys and values still come from every token). Per-token activation
-        // scales make that row bit-identical to the full layer's.
+        // With `[CLS]` pooling only its row reaches the head: without hidden-state outputs, the
+        // last layer computes that row alone (keys and values still come from every token).
+        // Per-token activation scales make that row bit-identical to the full layer's.
         let last = layer + 1 == config.num_hidden_layers;
-        let rows = if last && !options.with_hidden_states {
+        let rows = if last && !options.with_hidden_states && options.pooling == Pooling::Cls {
             Rows::ClsOnly
         } else {
             Rows::All
         };
         hidden = emitter.layer(&hidden, &mask_bias, layer, rows)?;
     }
-    let (pooled, logits) = emitter.head(&hidden)?;
+    let (pooled, logits) = emitter.head(&hidden, "attention_mask", options.pooling)?;
     let probabilities = emitter.graph.op_named(
         "Softmax",
         &[&logits],
@@ -495,12 +499,22 @@ impl<'a> Emitter<'a> {
         )
     }
 
-    /// Pooler (tanh on `[CLS]`) and classifier: returns (pooled, logits); logits are f32.
-    fn head(&mut self, hidden: &str) -> Result<(String, String), Error> {
+    /// Pooler (tanh on `[CLS]`, or on the tokens' mean) and classifier: returns (pooled,
+    /// logits); logits are f32.
+    fn head(
+        &mut self,
+        hidden: &str,
+        mask: &str,
+        pooling: Pooling,
+    ) -> Result<(String, String), Error> {
+        let rows = match pooling {
+            Pooling::Cls => hidden.to_string(),
+            Pooling::Mean => self.token_mean(hidden, mask),
+        };
         let zero = self.graph.i64_tensor("cls_index", &[], &[0]);
         let cls = self
             .graph
-            .op("Gather", &[hidden, &zero], vec![("axis", Attr::Int(1))]);
+            .op("Gather", &[&rows, &zero], vec![("axis", Attr::Int(1))]);
         // The head is tiny: it stays in float even in the int8 graph.
         let precision = std::mem::replace(&mut self.precision, Precision::F32);
         let result = self.pooler_and_classifier(&cls);
@@ -518,6 +532,22 @@ impl<'a> Emitter<'a> {
                 .op_named("Identity", &[&logits], vec![], "logits")
         };
         Ok((pooled, logits))
+    }
+
+    /// `(batch, sequence, hidden)` and the `(batch, sequence)` i64 mask → `(batch, 1, hidden)`:
+    /// the mean of the attended rows, as `weights · hidden` with `weights = mask / Σ mask`.
+    /// `Σ mask` is `mask · maskᵀ` (a 0/1 mask squares to itself), which keeps the graph within
+    /// the engine's operators.
+    fn token_mean(&mut self, hidden: &str, mask: &str) -> String {
+        let to = self.graph.float_type().onnx_type() as i64;
+        let mask = self.graph.op("Cast", &[mask], vec![("to", Attr::Int(to))]);
+        let row_axis = self.graph.i64_tensor("mean_row_axis", &[1], &[1]);
+        let column_axis = self.graph.i64_tensor("mean_column_axis", &[1], &[2]);
+        let row = self.graph.op("Unsqueeze", &[&mask, &row_axis], vec![]);
+        let column = self.graph.op("Unsqueeze", &[&mask, &column_axis], vec![]);
+        let tokens = self.graph.op("MatMul", &[&row, &column], vec![]);
+        let weights = self.graph.op("Div", &[&row, &tokens], vec![]);
+        self.graph.op("MatMul", &[&weights, hidden], vec![])
     }
 
     fn pooler_and_classifier(&mut self, cls: &str) -> Result<(String, String), Error> {

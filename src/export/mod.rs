@@ -23,6 +23,7 @@ use crate::checkpoint::{self, BertConfig, Checkpoint, TensorMap};
 use crate::engine::{self, Engine};
 use crate::manifest::{self, AdapterSummary, BaseModel, ModelManifest, Parity};
 use crate::metrics::argmax;
+use crate::pooling::Pooling;
 use crate::tokenizer::{self, Encoded, TextTokenizer, TokenBatch, Truncation};
 
 /// Errors of the build step.
@@ -144,6 +145,9 @@ pub struct BuildOptions {
     /// so every runtime's probabilities are calibrated). `None`: the adapter directory's
     /// `calibration.json` if it has one, else none.
     pub temperature: Option<f64>,
+    /// Which rows of the last hidden states the head reads. `None`: what the adapter (or the
+    /// fully fine-tuned checkpoint's `config.json`) records, else `[CLS]`.
+    pub pooling: Option<Pooling>,
 }
 
 impl BuildOptions {
@@ -160,6 +164,7 @@ impl BuildOptions {
             parity_tolerance: 0.1,
             seed: 0,
             temperature: None,
+            pooling: None,
         }
     }
 }
@@ -181,6 +186,11 @@ pub fn build(options: &BuildOptions) -> Result<BuildReport, Error> {
     let base = checkpoint::resolve_base(&options.base)?;
     let checkpoint = Checkpoint::load(&base.dir)?;
     let (mut weights, adapter_summary) = merged_weights(&checkpoint, options)?;
+    let pooling = match (options.pooling, &options.adapter) {
+        (Some(pooling), _) => pooling,
+        (None, Some(dir)) => adapter::recorded_pooling(dir)?,
+        (None, None) => adapter::recorded_pooling(&base.dir)?,
+    };
     let temperature = match (options.temperature, &options.adapter) {
         (Some(t), _) => Some(t),
         (None, Some(dir)) => Calibration::read(dir)?.map(|c| c.temperature),
@@ -201,18 +211,31 @@ pub fn build(options: &BuildOptions) -> Result<BuildReport, Error> {
     tokenizer.save(&out.join("tokenizer.json"))?;
 
     let f32_path = out.join(Precision::F32.file_name());
-    write_graph(&weights, &checkpoint.config, Precision::F32, &f32_path)?;
+    write_graph(
+        &weights,
+        &checkpoint.config,
+        Precision::F32,
+        pooling,
+        &f32_path,
+    )?;
     let samples: Vec<Encoded> = samples::TEXTS
         .iter()
         .map(|t| tokenizer.encode(t))
         .collect::<Result<_, _>>()?;
-    let reference_diff = check_against_reference(&weights, &checkpoint.config, out, &samples)?;
+    let reference_diff =
+        check_against_reference(&weights, &checkpoint.config, pooling, out, &samples)?;
 
     let mut parity = Vec::new();
     let mut default_graph = Precision::F32.file_name().to_string();
     if options.precision != Precision::F32 {
         let path = out.join(options.precision.file_name());
-        write_graph(&weights, &checkpoint.config, options.precision, &path)?;
+        write_graph(
+            &weights,
+            &checkpoint.config,
+            options.precision,
+            pooling,
+            &path,
+        )?;
         let measured = measure_parity(&f32_path, &path, &samples, tokenizer.pad_id())?;
         if measured.max_probability_diff > options.parity_tolerance {
             return Err(Error::ParityFailed {
@@ -238,6 +261,7 @@ pub fn build(options: &BuildOptions) -> Result<BuildReport, Error> {
             architecture: architecture(&checkpoint.config),
         },
         adapter: adapter_summary,
+        pooling,
         temperature,
         random_head: options.random_head && options.adapter.is_none(),
         files: directory_digests(out)?,
@@ -307,6 +331,7 @@ pub fn write_graph(
     weights: &TensorMap,
     config: &BertConfig,
     precision: Precision,
+    pooling: Pooling,
     path: &Path,
 ) -> Result<(), Error> {
     let model = classifier_graph(
@@ -315,6 +340,7 @@ pub fn write_graph(
         GraphOptions {
             precision,
             with_hidden_states: false,
+            pooling,
         },
     )?;
     std::fs::write(path, onnx::encode(&model)).map_err(|source| Error::Write {
@@ -328,6 +354,7 @@ pub fn write_graph(
 fn check_against_reference(
     weights: &TensorMap,
     config: &BertConfig,
+    pooling: Pooling,
     out: &Path,
     samples: &[Encoded],
 ) -> Result<f32, Error> {
@@ -337,6 +364,7 @@ fn check_against_reference(
         GraphOptions {
             precision: Precision::F32,
             with_hidden_states: true,
+            pooling,
         },
     )?;
     let path = out.join(".reference-check.onnx");
@@ -350,7 +378,7 @@ fn check_against_reference(
     let mut worst = 0f32;
     // A handful of samples is enough to catch a wiring error; the reference is slow.
     for (text, sample) in samples::TEXTS.iter().zip(samples).take(4) {
-        let expected = reference::forward(weights, config, &sample.ids)?;
+        let expected = reference::forward(weights, config, pooling, &sample.ids)?;
         let outputs = engine.run_all(&TokenBatch::from_encoded(std::slice::from_ref(sample), 0))?;
         for (name, reference) in [
             ("last_hidden_state", &expected.hidden),

@@ -4,6 +4,7 @@
 //! One unpadded sequence at a time; speed is irrelevant, clarity is the point.
 
 use crate::checkpoint::{BertConfig, HiddenAct, Tensor, TensorMap};
+use crate::pooling::Pooling;
 
 use super::Error;
 
@@ -17,10 +18,11 @@ pub struct ReferenceOutput {
     pub logits: Vec<f32>,
 }
 
-/// Runs the classifier on one sequence of token ids (all attended).
+/// Runs the classifier on one sequence of token ids (all attended), pooling as `pooling` says.
 pub fn forward(
     weights: &TensorMap,
     config: &BertConfig,
+    pooling: Pooling,
     ids: &[u32],
 ) -> Result<ReferenceOutput, Error> {
     let get = |name: &str| {
@@ -123,8 +125,14 @@ pub fn forward(
         x = out;
     }
 
+    let summary = match pooling {
+        Pooling::Cls => x[..h].to_vec(),
+        Pooling::Mean => (0..h)
+            .map(|j| (0..seq).map(|t| x[t * h + j]).sum::<f32>() / seq as f32)
+            .collect(),
+    };
     let mut pooled = linear(
-        &x[..h],
+        &summary,
         1,
         get("pooler.dense.weight")?,
         get("pooler.dense.bias")?,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::lora::LoraSettings;
 use super::Error;
+use crate::pooling::Pooling;
 
 /// Peak learning rate when `--lr` is not given, for LoRA.
 pub const DEFAULT_LORA_LR: f64 = 5e-4;
@@ -56,6 +57,9 @@ pub struct TrainConfig {
     pub limit: Option<usize>,
     /// Fraction of the (sampled) training reviews held out for validation, stratified.
     pub validation_fraction: f64,
+    /// Which rows of the last hidden states reach the head.
+    #[serde(default, skip_serializing_if = "Pooling::is_default")]
+    pub pooling: Pooling,
     /// Random short spans (a sentence, a few sentences, a fragment; see
     /// [`crate::data::random_span`]) added per training and per validation review, each with its
     /// review's label. 0 = whole reviews only.
@@ -113,6 +117,7 @@ impl TrainConfig {
             head_len: 128,
             limit: None,
             validation_fraction: 0.1,
+            pooling: Pooling::Cls,
             spans_per_review: 0,
             openings_per_review: 0,
             init_from: None,
@@ -223,6 +228,7 @@ impl TrainConfig {
                 "--validation-fraction",
                 self.validation_fraction.to_string(),
             ),
+            ("--pooling", self.pooling.to_string()),
             ("--spans-per-review", self.spans_per_review.to_string()),
             (
                 "--openings-per-review",

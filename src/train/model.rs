@@ -19,6 +19,7 @@ use super::dropout::Mode;
 use super::fused::{self, AttentionMask, AttentionSettings, LayerParts, ProjectionParts};
 use super::lora::{LoraLinear, LoraSettings};
 use crate::checkpoint::{BertConfig, HiddenAct};
+use crate::pooling::Pooling;
 
 /// What the model is built from: the checkpoint's config, the LoRA settings (used where
 /// adapter tensors exist) and the number of classes.
@@ -30,6 +31,8 @@ pub struct BertClassifierConfig {
     pub lora: LoraSettings,
     /// Output classes.
     pub labels: usize,
+    /// Which rows of the last hidden states reach the pooler.
+    pub pooling: Pooling,
 }
 
 /// `nn.LayerNorm` over the last dimension, differentiable.
@@ -290,9 +293,11 @@ impl Encoder {
     }
 }
 
-/// Ports `BertPooler`: tanh of a dense layer over the `[CLS]` state.
+/// Ports `BertPooler`: tanh of a dense layer over the `[CLS]` state, or (with
+/// [`Pooling::Mean`]) over the mean of the real tokens' states.
 pub struct Pooler {
     dense: LoraLinear,
+    pooling: Pooling,
 }
 
 impl Pooler {
@@ -301,13 +306,25 @@ impl Pooler {
         let h = cfg.bert.hidden_size;
         Ok(Pooler {
             dense: LoraLinear::load(vb.pp("dense"), h, h, &cfg.lora)?,
+            pooling: cfg.pooling,
         })
     }
 
-    /// `hidden (batch, seq, hidden) -> (batch, hidden)`.
-    pub fn forward_t(&self, hidden: &Tensor, mode: Mode) -> Result<Tensor> {
-        let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
-        self.dense.forward_t(&cls, mode)?.tanh()
+    /// `hidden (batch, seq, hidden)`, `mask (batch, seq)` 1 = token, 0 = pad
+    /// `-> (batch, hidden)`.
+    pub fn forward_t(&self, hidden: &Tensor, mask: &Tensor, mode: Mode) -> Result<Tensor> {
+        let pooled = match self.pooling {
+            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Mean => {
+                let weights = mask.to_dtype(hidden.dtype())?;
+                let tokens = weights.sum_keepdim(1)?;
+                hidden
+                    .broadcast_mul(&weights.unsqueeze(2)?)?
+                    .sum(1)?
+                    .broadcast_div(&tokens)?
+            }
+        };
+        self.dense.forward_t(&pooled, mode)?.tanh()
     }
 }
 
@@ -367,9 +384,9 @@ impl BertClassifier {
             candle_core::bail!("mask is {:?}, ids are {:?}", mask.dims(), ids.dims());
         }
         let xs = self.embeddings.forward_t(ids, mode)?;
-        let mask = AttentionMask::new(mask, xs.dtype())?;
-        let hidden = self.encoder.forward_t(&xs, &mask, mode)?;
-        let pooled = self.pooler.forward_t(&hidden, mode)?;
+        let attention = AttentionMask::new(mask, xs.dtype())?;
+        let hidden = self.encoder.forward_t(&xs, &attention, mode)?;
+        let pooled = self.pooler.forward_t(&hidden, mask, mode)?;
         Ok(HiddenStates { hidden, pooled })
     }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::adapter::{AdapterConfig, LoraAdapter, LoraPair};
 use crate::checkpoint::{write_safetensors, Checkpoint, Tensor, TensorMap};
+use crate::pooling::Pooling;
 
 use super::params::Parameters;
 use super::{Error, TrainConfig};
@@ -70,12 +71,24 @@ pub(crate) fn adapter_from(trained: &TensorMap, config: &TrainConfig) -> LoraAda
             fan_in_fan_out: false,
             bias: "none".into(),
             base_model_name_or_path: Some(config.base.clone()),
-            extra: BTreeMap::new(),
+            extra: pooling_record(config.pooling),
         },
         pairs,
         saved,
         sha256: String::new(),
     }
+}
+
+/// `adapter_config.json`'s record of a pooling other than `[CLS]` (PEFT ignores the key).
+fn pooling_record(pooling: Pooling) -> BTreeMap<String, serde_json::Value> {
+    let mut extra = BTreeMap::new();
+    if !pooling.is_default() {
+        extra.insert(
+            crate::adapter::POOLING_KEY.to_string(),
+            serde_json::Value::String(pooling.to_string()),
+        );
+    }
+    extra
 }
 
 /// Writes the kept model of the current parameters into `dir`.
@@ -121,7 +134,34 @@ pub fn save_model(
             std::fs::copy(&from, &to).map_err(|source| Error::Write { path: to, source })?;
         }
     }
+    if !config.pooling.is_default() {
+        record_pooling_in_config(&dir.join("config.json"), config.pooling)?;
+    }
     Ok(())
+}
+
+/// Adds `sentimq_pooling` to a full model's `config.json` (Hugging Face ignores the key), so
+/// that `sentimq build --base <model/>` builds the head the model was trained with.
+fn record_pooling_in_config(path: &Path, pooling: Pooling) -> Result<(), Error> {
+    let read = |source: std::io::Error| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(read)?;
+    let mut json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| read(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+    if let Some(object) = json.as_object_mut() {
+        object.insert(
+            crate::adapter::POOLING_KEY.to_string(),
+            serde_json::Value::String(pooling.to_string()),
+        );
+    }
+    let text = serde_json::to_string_pretty(&json)
+        .map_err(|e| read(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+    std::fs::write(path, text).map_err(|source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Reads the kept model back from `dir` as trainable tensors by canonical name.
@@ -149,4 +189,36 @@ pub(crate) fn adapter_tensors(adapter: LoraAdapter) -> TensorMap {
         tensors.insert(format!("{module}.lora_B.weight"), pair.b);
     }
     tensors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_models_config_records_mean_pooling_for_the_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.json");
+        std::fs::write(&config, r#"{"model_type": "bert", "hidden_size": 384}"#).unwrap();
+        assert_eq!(
+            crate::adapter::recorded_pooling(dir.path()).unwrap(),
+            Pooling::Cls,
+            "a Hugging Face config records nothing"
+        );
+        record_pooling_in_config(&config, Pooling::Mean).unwrap();
+        assert_eq!(
+            crate::adapter::recorded_pooling(dir.path()).unwrap(),
+            Pooling::Mean
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        assert_eq!(json["hidden_size"], 384, "the other keys are kept");
+
+        std::fs::write(&config, r#"{"sentimq_pooling": "max"}"#).unwrap();
+        let error = crate::adapter::recorded_pooling(dir.path()).unwrap_err();
+        assert!(
+            error.to_string().contains("config.json"),
+            "{error} names the file"
+        );
+    }
 }

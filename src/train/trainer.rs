@@ -96,6 +96,7 @@ pub fn build_model(config: &TrainConfig, dtype: DType) -> Result<Setup, Error> {
         bert: base.config.clone(),
         lora: config.lora.clone(),
         labels: LABELS,
+        pooling: config.pooling,
     };
     let model =
         BertClassifier::load(params.var_builder(), &model_config).context("building the model")?;

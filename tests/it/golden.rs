@@ -13,6 +13,7 @@ use sentimq::tokenizer::{Encoded, TokenBatch};
 use sentimq::{
     checkpoint::{self, Checkpoint},
     export::{self, onnx, GraphOptions, Precision},
+    pooling::Pooling,
 };
 
 use crate::util::{assert_close, shared};
@@ -74,6 +75,7 @@ pub fn hidden_state_graph(checkpoint_dir: &Path) -> Vec<u8> {
         GraphOptions {
             precision: Precision::F32,
             with_hidden_states: true,
+            pooling: Pooling::Cls,
         },
     )
     .expect("writing graph");

@@ -10,6 +10,7 @@ use sentimq::checkpoint::Checkpoint;
 use sentimq::data::{self, Split};
 use sentimq::engine::Engine;
 use sentimq::export::{self, BuildOptions, Precision};
+use sentimq::pooling::Pooling;
 use sentimq::tokenizer::{Encoded, TokenBatch, Truncation};
 use sentimq::train::batches::{to_device, EncodedSet};
 use sentimq::train::dropout::Mode;
@@ -83,11 +84,13 @@ fn train_model_matches_transformers_on_minilm() {
 }
 
 /// Randomizes every trainable tensor (LoRA B included, so the adapters matter), saves the
-/// adapter, builds it with the build step, and compares the f32 ONNX logits with candle's.
-fn check_onnx_parity(base: &Path, reviews: usize, max_len: usize) {
+/// adapter, builds it with the build step (which reads the pooling the adapter records), and
+/// compares the f32 ONNX logits with candle's on padded batches.
+fn check_onnx_parity(base: &Path, reviews: usize, max_len: usize, pooling: Pooling) {
     let data = imdb_sample(reviews);
     let dir = tempfile::tempdir().unwrap();
     let mut config = tiny_config(base, &data, dir.path());
+    config.pooling = pooling;
     config.max_len = max_len;
     config.head_len = max_len / 2;
     config.lora.targets = vec!["query".into(), "value".into(), "intermediate.dense".into()];
@@ -108,7 +111,11 @@ fn check_onnx_parity(base: &Path, reviews: usize, max_len: usize) {
     options.adapter = Some(adapter_dir);
     options.precision = Precision::F32;
     options.truncation = Truncation::head_tail(config.max_len, config.head_len);
-    export::build(&options).expect("building the adapter");
+    let built = export::build(&options).expect("building the adapter");
+    assert_eq!(
+        built.manifest.pooling, pooling,
+        "model.json records the pooling"
+    );
     let engine =
         Engine::load(&dir.path().join("model").join("model.onnx")).expect("loading the graph");
 
@@ -142,12 +149,19 @@ fn check_onnx_parity(base: &Path, reviews: usize, max_len: usize) {
 
 #[test]
 fn train_adapter_builds_to_onnx_with_equal_logits_tiny() {
-    check_onnx_parity(&tiny_fixture(), 50, 128);
+    check_onnx_parity(&tiny_fixture(), 50, 128, Pooling::Cls);
 }
 
 #[test]
 fn train_adapter_builds_to_onnx_with_equal_logits_minilm() {
-    check_onnx_parity(&shared("models/all-MiniLM-L6-v2"), 10, 64);
+    check_onnx_parity(&shared("models/all-MiniLM-L6-v2"), 10, 64, Pooling::Cls);
+}
+
+/// Mean pooling: padding must not reach the mean, in candle or in the graph (the reviews of a
+/// batch differ in length).
+#[test]
+fn train_adapter_with_mean_pooling_builds_to_onnx_with_equal_logits() {
+    check_onnx_parity(&tiny_fixture(), 50, 128, Pooling::Mean);
 }
 
 /// Through the binary: MiniLM learns 32 real reviews to 100 % training accuracy; every

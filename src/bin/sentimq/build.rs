@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use sentimq::export::{self, BuildOptions, Precision};
+use sentimq::pooling::Pooling;
 use sentimq::tokenizer::Truncation;
 
 /// Flags of `sentimq build`.
@@ -42,6 +43,12 @@ pub struct Args {
     /// present; 1 turns it off].
     #[arg(long)]
     temperature: Option<f64>,
+    /// What the head reads: the [CLS] token's last state, or the mean of every token's
+    /// [default: what the adapter's adapter_config.json (or a fully fine-tuned --base's
+    /// config.json) records under `sentimq_pooling`, which `sentimq train --pooling` writes;
+    /// else cls].
+    #[arg(long, value_name = "cls|mean")]
+    pooling: Option<Pooling>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -53,10 +60,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     options.parity_tolerance = args.parity_tolerance;
     options.seed = args.seed;
     options.temperature = args.temperature;
+    options.pooling = args.pooling;
     let report = export::build(&options)
         .with_context(|| format!("building {} from {}", args.out.display(), args.base))?;
     let manifest = &report.manifest;
     eprintln!("built {} ({})", args.out.display(), manifest.identity());
+    if manifest.pooling != Pooling::Cls {
+        eprintln!(
+            "the head reads the {} of the tokens' last states",
+            manifest.pooling
+        );
+    }
     if let Some(t) = manifest.temperature {
         eprintln!("logits divided by temperature {t:.4} (calibrated)");
     }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use sentimq::pooling::Pooling;
 use sentimq::train::{self, DeviceSpec, TrainConfig};
 
 /// Flags of `sentimq train`.
@@ -77,6 +78,11 @@ pub struct Args {
     /// each epoch; the best epoch's model is kept). 0 keeps the last epoch's.
     #[arg(long, default_value_t = 0.1)]
     validation_fraction: f64,
+    /// What the head reads: the [CLS] token's last state (BERT's pooler) or the mean of every
+    /// token's (padding excluded), as sentence-embedding checkpoints are trained to be read.
+    /// Recorded in the adapter; `sentimq build` builds the graph to match.
+    #[arg(long, default_value_t = Pooling::Cls, value_name = "cls|mean")]
+    pooling: Pooling,
     /// Add N random short spans of each training (and validation) review, labelled as the
     /// review: one sentence (1/2), two or three sentences (3/10) or 4-30 consecutive words
     /// (1/5), so the model also learns the short texts MQTT carries. 0: whole reviews only.
@@ -149,6 +155,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     config.head_len = args.head_len;
     config.limit = args.limit;
     config.validation_fraction = args.validation_fraction;
+    config.pooling = args.pooling;
     config.spans_per_review = args.spans_per_review;
     config.openings_per_review = args.openings_per_review;
     config.init_from = args.init_from;
