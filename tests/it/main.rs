@@ -14,6 +14,8 @@ mod default_model;
 mod device;
 mod golden;
 #[cfg(feature = "workstation")]
+mod hand_read;
+#[cfg(feature = "workstation")]
 mod interop;
 #[cfg(feature = "train")]
 mod train;
