@@ -1,8 +1,8 @@
-//! The hand-read sentences of `models/eval` (the model card's "Short texts as a person reads
-//! them"): every line is a sentence that `sentimq eval --spans sentences` cuts from the IMDB
-//! review it names, in the test split or in the validation part training held out (`--split
-//! validation` with the shipped model's fraction and seed), the review's own label is recorded
-//! faithfully, and `sentimq eval --data` reads every file.
+//! The hand-read pieces of reviews in `models/eval` (the model card's "Short texts as a person
+//! reads them"): every line is a sentence or an opening (first 200 characters) that `sentimq
+//! eval --spans` cuts from the IMDB review it names, in the test split or in the validation part
+//! training held out (`--split validation` with the shipped model's fraction and seed), the
+//! review's own label is recorded faithfully, and `sentimq eval --data` reads every file.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -60,54 +60,54 @@ fn readings(file: &str, review_label_field: &str) -> Vec<Reading> {
         .collect()
 }
 
-/// Checks `<part>-sentences-with-sentiment.jsonl` and `<part>-sentences-without-sentiment.jsonl`
-/// against `reviews`: the counts, each line's review and sentence, and how many sentences with
-/// a sentiment of their own read against their review's label.
-fn check_part(part: &str, reviews: &[Example], counts: (usize, usize), disagreeing: usize) {
-    let with_file = format!("{part}-sentences-with-sentiment.jsonl");
-    let without_file = format!("{part}-sentences-without-sentiment.jsonl");
+/// Checks `<set>-with-sentiment.jsonl` and `<set>-without-sentiment.jsonl` against `reviews`:
+/// the counts, each line's review and piece (`#3`: the review's fourth sentence of 3+ words;
+/// `#first200`: its first 200 characters, as `sentimq eval --spans` cuts them), and how many
+/// pieces with a sentiment of their own read against their review's label.
+fn check_set(set: &str, reviews: &[Example], counts: (usize, usize), disagreeing: usize) {
+    let with_file = format!("{set}-with-sentiment.jsonl");
+    let without_file = format!("{set}-without-sentiment.jsonl");
     let with = readings(&with_file, "review_label");
     let without = readings(&without_file, "label");
     assert_eq!(
         (with.len(), without.len()),
         counts,
-        "{part}: the card's counts"
+        "{set}: the card's counts"
     );
 
     let by_source: HashMap<&str, &Example> =
         reviews.iter().map(|e| (e.source.as_str(), e)).collect();
     let mut seen = HashSet::new();
     for reading in with.iter().chain(&without) {
-        assert!(
-            seen.insert(reading.source.as_str()),
-            "{} is read twice",
-            reading.source
-        );
-        let (review, index) = reading
-            .source
+        let source = reading.source.as_str();
+        assert!(seen.insert(source), "{source} is read twice");
+        let (review, piece) = source
             .rsplit_once('#')
-            .unwrap_or_else(|| panic!("{}: no #sentence index", reading.source));
+            .unwrap_or_else(|| panic!("{source}: no #piece"));
         let review = by_source
             .get(review)
-            .unwrap_or_else(|| panic!("{}: not a review of the {part} part", reading.source));
-        let index: usize = index.parse().expect("a sentence index");
-        let sentences = Spans::Sentences.cut(std::slice::from_ref(*review));
+            .unwrap_or_else(|| panic!("{source}: not a review of {set}'s split"));
+        let spans = match piece.strip_prefix("first") {
+            Some(chars) => Spans::First(chars.parse().expect("#first<characters>")),
+            None => Spans::Sentences,
+        };
+        let cut = spans.cut(std::slice::from_ref(*review));
         assert_eq!(
-            sentences.get(index).map(|s| s.text.as_str()),
+            cut.iter()
+                .find(|p| p.source == source)
+                .map(|p| p.text.as_str()),
             Some(reading.text.as_str()),
-            "{} is that review's sentence",
-            reading.source
+            "{source} is that piece of the review"
         );
         assert_eq!(
             reading.review_label, review.label,
-            "{}: the review's label",
-            reading.source
+            "{source}: the review's label"
         );
     }
     assert_eq!(
         with.iter().filter(|r| r.label != r.review_label).count(),
         disagreeing,
-        "{part}: the card's count of sentences read against their review's label"
+        "{set}: the card's count of pieces read against their review's label"
     );
 
     // `sentimq eval --data` reads both files, with the labels above.
@@ -120,13 +120,14 @@ fn check_part(part: &str, reviews: &[Example], counts: (usize, usize), disagreei
 }
 
 #[test]
-fn hand_read_sentences_are_sentences_of_the_reviews_they_name_with_those_reviews_labels() {
+fn hand_read_pieces_are_cut_from_the_reviews_they_name_and_keep_those_reviews_labels() {
     let archive = shared("data/imdb/aclImdb_v1_labeled.tar.gz");
     let test = data::load(&archive, Split::Test).expect("imdb test split");
-    check_part("test", &test, (295, 185), 37);
+    check_set("test-sentences", &test, (295, 185), 37);
+    check_set("test-openings", &test, (185, 55), 13);
     // The validation part of the shipped model's runs: train's 25,000 reviews, fraction 0.1,
     // seed 42 (`sentimq eval --split validation`'s defaults).
     let train = data::load(&archive, Split::Train).expect("imdb train split");
     let validation = data::train_validation_split(train, 0.1, 42).1;
-    check_part("validation", &validation, (300, 180), 28);
+    check_set("validation-sentences", &validation, (300, 180), 28);
 }
