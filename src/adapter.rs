@@ -71,6 +71,16 @@ pub enum Error {
         /// The module name.
         module: String,
     },
+    /// The adapter adapts a base tensor that is not a matrix (a LayerNorm's, say).
+    #[error(
+        "adapter targets {module}, whose base weight of shape {shape:?} is not a linear layer's"
+    )]
+    NotLinear {
+        /// The module name.
+        module: String,
+        /// The base weight's shape.
+        shape: Vec<usize>,
+    },
     /// The adapter has no classifier head.
     #[error("{path}: no classifier head (base_model.model.classifier.weight/bias): a sequence-classification adapter needs one")]
     MissingHead {
@@ -277,7 +287,12 @@ impl LoraAdapter {
             let base = weights.get_mut(&name).ok_or_else(|| Error::UnknownModule {
                 module: module.clone(),
             })?;
-            let (out, inp) = (base.shape[0], base.shape[1]);
+            let [out, inp] = base.shape[..] else {
+                return Err(Error::NotLinear {
+                    module: module.clone(),
+                    shape: base.shape.clone(),
+                });
+            };
             let r = self.config.r;
             expect_shape(&format!("{module}.lora_A.weight"), &pair.a, &[r, inp])?;
             expect_shape(&format!("{module}.lora_B.weight"), &pair.b, &[out, r])?;
@@ -429,6 +444,37 @@ mod tests {
             )
             .as_deref(),
             Some("encoder.layer.0.attention.self.query")
+        );
+    }
+
+    #[test]
+    fn an_adapter_on_a_tensor_that_is_no_matrix_is_an_error() {
+        let config: AdapterConfig = serde_json::from_value(serde_json::json!({
+            "peft_type": "LORA", "r": 2, "lora_alpha": 4.0, "target_modules": ["LayerNorm"]
+        }))
+        .unwrap();
+        let tensor = |shape: Vec<usize>| Tensor {
+            data: vec![0.0; shape.iter().product()],
+            shape,
+        };
+        let module = "embeddings.LayerNorm".to_string();
+        let pair = LoraPair {
+            a: tensor(vec![2, 4]),
+            b: tensor(vec![4, 2]),
+        };
+        let adapter = LoraAdapter {
+            config,
+            pairs: BTreeMap::from([(module.clone(), pair)]),
+            saved: TensorMap::new(),
+            sha256: String::new(),
+        };
+        let mut weights = TensorMap::from([(format!("{module}.weight"), tensor(vec![4]))]);
+        let error = adapter
+            .merge_into(&mut weights, &BertConfig::default())
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::NotLinear { module: m, shape } if *m == module && shape == &[4]),
+            "{error}"
         );
     }
 }

@@ -25,6 +25,16 @@ pub enum Error {
     /// The graph failed to load or run.
     #[error(transparent)]
     Engine(#[from] engine::Error),
+    /// `tokenizer.json` gives ids past the rows of the graph's embedding table.
+    #[error("{path}: tokenizer.json gives token ids up to {}, past the graph's {graph}-row embedding table", ids - 1)]
+    Vocabulary {
+        /// The graph file.
+        path: PathBuf,
+        /// One past the tokenizer's largest id.
+        ids: usize,
+        /// Rows of the graph's word-embedding table.
+        graph: usize,
+    },
     /// The graph's label count disagrees with `model.json`.
     #[error("{path}: the graph outputs {found} classes but model.json lists {expected} labels")]
     LabelCount {
@@ -173,11 +183,19 @@ impl Classifier {
             tokenizer,
             engine,
         };
-        classifier.check_labels()?;
+        classifier.check_against_graph()?;
         Ok((classifier, warmed))
     }
 
-    fn check_labels(&self) -> Result<(), Error> {
+    fn check_against_graph(&self) -> Result<(), Error> {
+        let ids = self.tokenizer.id_bound();
+        if let Some(rows) = self.engine.vocabulary().filter(|&rows| ids > rows) {
+            return Err(Error::Vocabulary {
+                path: self.engine.path().to_path_buf(),
+                ids,
+                graph: rows,
+            });
+        }
         let probe = self.tokenizer.encode("ok")?;
         let found = self
             .engine
@@ -274,6 +292,14 @@ impl Classifier {
     ) -> Result<Vec<Classification>, Error> {
         scratch.fill(items.iter(), self.tokenizer.pad_id());
         let probabilities = session.classify(scratch)?;
+        let expected = self.manifest.labels.len();
+        if probabilities.labels() != expected || probabilities.rows() != items.len() {
+            return Err(Error::LabelCount {
+                path: self.engine.path().to_path_buf(),
+                expected,
+                found: probabilities.labels(),
+            });
+        }
         Ok(items
             .iter()
             .zip(probabilities.iter())
@@ -345,6 +371,52 @@ mod tests {
         let long = "a long and winding review ".repeat(40);
         let verdicts = classifier.classify(&[&long, "fine"]).unwrap();
         assert_eq!((verdicts[0].tokens, verdicts[0].truncated), (64, true));
+    }
+
+    #[test]
+    fn ids_past_the_graphs_vocabulary_are_errors_not_crashes() {
+        let classifier = Classifier::load(&shipped(), None).unwrap();
+        let rows = classifier.engine.vocabulary();
+        assert_eq!(rows, Some(30_522), "the word-embedding table's rows");
+        let past = Encoded {
+            ids: vec![101, 30_522, 102],
+            is_truncated: false,
+        };
+        let batch = TokenBatch::from_encoded(&[past], 0);
+        match classifier.engine.classify(&batch) {
+            Err(engine::Error::TokenOutOfRange { id, rows, .. }) => {
+                assert_eq!((id, rows), (30_522, 30_522))
+            }
+            other => panic!("{other:?}"),
+        }
+
+        // A tokenizer whose ids run past the graph's table is refused at load: one more word,
+        // or as many words with a gap in their ids.
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["model.json", "model.int8.onnx"] {
+            std::fs::copy(shipped().join(file), dir.path().join(file)).unwrap();
+        }
+        let json = std::fs::read_to_string(shipped().join("tokenizer.json")).unwrap();
+        let shipped_tokenizer: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let mut one_more = shipped_tokenizer.clone();
+        one_more["added_tokens"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "id": 30_522, "content": "[EXTRA]", "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true
+            }));
+        let mut gap = shipped_tokenizer;
+        gap["model"]["vocab"]["great"] = 999_999.into();
+        for (tokenizer, bound) in [(one_more, 30_523), (gap, 1_000_000)] {
+            std::fs::write(dir.path().join("tokenizer.json"), tokenizer.to_string()).unwrap();
+            match Classifier::load(dir.path(), None) {
+                Err(Error::Vocabulary { ids, graph, .. }) => {
+                    assert_eq!((ids, graph), (bound, 30_522))
+                }
+                other => panic!("{:?}", other.err()),
+            }
+        }
     }
 
     #[test]

@@ -213,6 +213,17 @@ pub enum Error {
         found: Vec<usize>,
     },
 
+    /// `config.json`'s layer count differs from the layers the weights hold.
+    #[error("{}: config.json has num_hidden_layers = {config} but the weights hold {weights} encoder layers", path.display())]
+    LayerCount {
+        /// The weights file.
+        path: PathBuf,
+        /// `num_hidden_layers`.
+        config: usize,
+        /// Layers `encoder.layer.N.…` in the weights (the highest N + 1).
+        weights: usize,
+    },
+
     /// A required tensor is absent.
     #[error("{}: tensor {name} not found", path.display())]
     MissingTensor {

@@ -117,6 +117,25 @@ pub(crate) fn check_layout(
     tensors: &TensorMap,
     file_keys: &[String],
 ) -> Result<(), Error> {
+    // Before the list of required tensors, whose length follows the config's layer count.
+    let layers = tensors
+        .keys()
+        .filter_map(|name| {
+            name.strip_prefix("encoder.layer.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .map_or(0, |last| last + 1);
+    if layers > 0 && layers != config.num_hidden_layers {
+        return Err(Error::LayerCount {
+            path: path.to_path_buf(),
+            config: config.num_hidden_layers,
+            weights: layers,
+        });
+    }
     let required = required_shapes(config);
     if !required.iter().any(|(name, _)| tensors.contains_key(name)) {
         return Err(Error::UnknownKeyLayout {
@@ -226,6 +245,32 @@ mod tests {
         assert_eq!(shapes["encoder.layer.1.intermediate.dense.weight"], [16, 8]);
         assert_eq!(shapes["encoder.layer.1.output.dense.weight"], [8, 16]);
         assert_eq!(shapes["embeddings.position_embeddings.weight"], [512, 8]);
+    }
+
+    #[test]
+    fn the_layer_count_must_match_the_weights_before_anything_is_sized_by_it() {
+        let config = |layers| BertConfig {
+            num_hidden_layers: layers,
+            hidden_size: 4,
+            intermediate_size: 8,
+            vocab_size: 3,
+            ..BertConfig::default()
+        };
+        let tensors: TensorMap = required_shapes(&config(2))
+            .into_iter()
+            .map(|(name, shape)| {
+                let data = vec![0.0; shape.iter().product()];
+                (name, Tensor { data, shape })
+            })
+            .collect();
+        assert!(check_layout(Path::new("w"), &config(2), &tensors, &[]).is_ok());
+        for layers in [1, 3, usize::MAX / 64] {
+            let error = check_layout(Path::new("w"), &config(layers), &tensors, &[]).unwrap_err();
+            assert!(
+                matches!(error, Error::LayerCount { config, weights: 2, .. } if config == layers),
+                "{error}"
+            );
+        }
     }
 
     #[test]

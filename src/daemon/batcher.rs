@@ -108,6 +108,7 @@ mod tests {
             ack: None,
             received: std::time::Instant::now(),
             is_redelivery: false,
+            reply_limit: None,
         }
     }
 

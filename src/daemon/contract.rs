@@ -14,7 +14,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use super::message::{Completion, Inbound, Outbound};
+use super::message::{Completion, Inbound, Outbound, CONTENT_TYPE};
 use super::topic;
 use crate::classifier::Classification;
 
@@ -39,11 +39,14 @@ pub enum ErrorCode {
     Overloaded,
     /// The model failed on the batch (a bug or a resource problem; see the daemon's log).
     InferenceFailed,
+    /// The reply would exceed the broker's Maximum Packet Size (an echoed text, a long id or
+    /// topic): this error goes out in its place.
+    ReplyTooLarge,
 }
 
 impl ErrorCode {
     /// Every code, in README order.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::BadUtf8,
         ErrorCode::BadJson,
         ErrorCode::MissingField,
@@ -53,6 +56,7 @@ impl ErrorCode {
         ErrorCode::BadTopic,
         ErrorCode::Overloaded,
         ErrorCode::InferenceFailed,
+        ErrorCode::ReplyTooLarge,
     ];
 
     /// The snake_case code published in `error`.
@@ -67,6 +71,7 @@ impl ErrorCode {
             ErrorCode::BadTopic => "bad_topic",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::InferenceFailed => "inference_failed",
+            ErrorCode::ReplyTooLarge => "reply_too_large",
         }
     }
 
@@ -308,27 +313,78 @@ impl Replier {
             ts: unix_ms(),
             text: self.echo_text.then_some(text),
         };
-        self.outbound(input, topic, &message, buffer)
+        let reply = self.outbound(input, topic, &message, None, buffer);
+        self.within_limit(input, reply, id, buffer)
     }
 
     /// The error reply of a rejected input: on its response topic (v5) or `<base>/error`.
     pub fn error(&self, input: &Inbound, rejection: &Rejection, buffer: &mut Vec<u8>) -> Outbound {
+        let on_route = rejection.code != ErrorCode::BadTopic;
+        let reply = self.error_reply(input, rejection, &input.topic, on_route, buffer);
+        self.within_limit(input, reply, rejection.id.as_ref(), buffer)
+    }
+
+    /// `reply` when the broker takes it (its Maximum Packet Size on the input's connection),
+    /// else a `reply_too_large` error in its place: with the input's id, or without it, or at
+    /// last on `<base>/error` with the first [`SHORT_SOURCE_TOPIC`] bytes of the input's
+    /// topic, whichever fits first. A broker whose limit cannot hold even that (a few hundred
+    /// bytes) gets it anyway.
+    fn within_limit(
+        &self,
+        input: &Inbound,
+        reply: Outbound,
+        id: Option<&Value>,
+        buffer: &mut Vec<u8>,
+    ) -> Outbound {
+        let Some(limit) = input.reply_limit.map(|limit| limit as usize) else {
+            return reply;
+        };
+        let size = publish_size(&reply);
+        if size <= limit {
+            return reply;
+        }
+        let mut rejection = Rejection {
+            code: ErrorCode::ReplyTooLarge,
+            detail: format!(
+                "the reply is {size} bytes, more than the broker's maximum packet size of {limit} bytes"
+            ),
+            id: id.cloned(),
+        };
+        let fallback = self.error_reply(input, &rejection, &input.topic, true, buffer);
+        if publish_size(&fallback) <= limit {
+            return fallback;
+        }
+        rejection.id = None;
+        let fallback = self.error_reply(input, &rejection, &input.topic, true, buffer);
+        if publish_size(&fallback) <= limit {
+            return fallback;
+        }
+        let short = prefix_at_char_boundary(&input.topic, SHORT_SOURCE_TOPIC);
+        self.error_reply(input, &rejection, short, false, buffer)
+    }
+
+    /// An error reply naming `source_topic`: on the input's response topic when `on_route`
+    /// and the route is usable, else on `<base>/error`.
+    fn error_reply(
+        &self,
+        input: &Inbound,
+        rejection: &Rejection,
+        source_topic: &str,
+        on_route: bool,
+        buffer: &mut Vec<u8>,
+    ) -> Outbound {
         let topic = match &input.response {
-            Some(route)
-                if rejection.code != ErrorCode::BadTopic && self.check_route(input).is_none() =>
-            {
-                route.topic.clone()
-            }
+            Some(route) if on_route && self.check_route(input).is_none() => route.topic.clone(),
             _ => format!("{}/error", self.base_topic),
         };
         let message = ErrorMessage {
             id: rejection.id.as_ref(),
-            source_topic: &input.topic,
+            source_topic,
             error: rejection.code.as_str(),
             detail: &rejection.detail,
             ts: unix_ms(),
         };
-        self.outbound(input, topic, &message, buffer)
+        self.outbound(input, topic, &message, Some(rejection.code), buffer)
     }
 
     /// The rejection of an input whose v5 Response Topic is unusable, if it is: not a valid
@@ -359,6 +415,7 @@ impl Replier {
         input: &Inbound,
         topic: String,
         message: &impl Serialize,
+        error: Option<ErrorCode>,
         buffer: &mut Vec<u8>,
     ) -> Outbound {
         buffer.clear();
@@ -374,8 +431,36 @@ impl Replier {
             payload: Bytes::copy_from_slice(buffer),
             correlation,
             completion: input.ack.map_or(Completion::Nothing, Completion::Input),
+            error,
         }
     }
+}
+
+/// Bytes of the input topic a `reply_too_large` error names when the whole one does not fit.
+const SHORT_SOURCE_TOPIC: usize = 128;
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+fn prefix_at_char_boundary(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Bytes of `reply` as a QoS 1 PUBLISH with the properties the outbox sets, counting the
+/// variable-length fields at their longest (so never less than the real size).
+pub(crate) fn publish_size(reply: &Outbound) -> usize {
+    // Fixed header with the longest remaining length, topic, packet id, properties' length.
+    let headers = 1 + 4 + (2 + reply.topic.len()) + 2 + 4;
+    // Content Type (id, length, value) and Correlation Data (id, length, value).
+    let properties = 3
+        + CONTENT_TYPE.len()
+        + reply
+            .correlation
+            .as_ref()
+            .map_or(0, |correlation| 3 + correlation.len());
+    headers + properties + reply.payload.len()
 }
 
 /// Milliseconds since `start`, rounded to 0.01 ms.
@@ -456,6 +541,17 @@ mod tests {
         }
     }
 
+    /// A 4-token verdict: positive at `score`.
+    fn positive(score: f32) -> Classification {
+        Classification {
+            label: "positive".into(),
+            score,
+            scores: vec![("negative".into(), 1.0 - score), ("positive".into(), score)],
+            tokens: 4,
+            truncated: false,
+        }
+    }
+
     fn inbound(response: Option<ResponseRoute>) -> Inbound {
         Inbound {
             topic: "chat/1/message".into(),
@@ -464,22 +560,16 @@ mod tests {
             ack: Some(InputAck { epoch: 1, pkid: 5 }),
             received: Instant::now(),
             is_redelivery: false,
+            reply_limit: None,
         }
     }
 
     #[test]
     fn scores_below_the_threshold_are_published_as_uncertain() {
-        let verdict = |score: f32| Classification {
-            label: "positive".into(),
-            score,
-            scores: vec![("negative".into(), 1.0 - score), ("positive".into(), score)],
-            tokens: 4,
-            truncated: false,
-        };
         let replier = Replier::new("sentimq", "m@abc", false, &[]).with_uncertain_below(0.7);
         let mut buffer = Vec::new();
         let publish = |score: f32, buffer: &mut Vec<u8>| -> Value {
-            let out = replier.result(&inbound(None), None, "hi", &verdict(score), buffer);
+            let out = replier.result(&inbound(None), None, "hi", &positive(score), buffer);
             serde_json::from_slice(&out.payload).unwrap()
         };
         let unsure = publish(0.69, &mut buffer);
@@ -487,21 +577,68 @@ mod tests {
         assert_eq!(unsure["score"], 0.69, "the model's score is kept");
         assert_eq!(unsure["scores"]["positive"], 0.69);
         assert_eq!(publish(0.7, &mut buffer)["label"], "positive");
-        assert_eq!(replier.label(&verdict(0.5)), UNCERTAIN_LABEL);
+        assert_eq!(replier.label(&positive(0.5)), UNCERTAIN_LABEL);
         let off = Replier::new("sentimq", "m@abc", false, &[]);
-        assert_eq!(off.label(&verdict(0.5)), "positive", "off by default");
+        assert_eq!(off.label(&positive(0.5)), "positive", "off by default");
+    }
+
+    #[test]
+    fn replies_over_the_brokers_packet_limit_become_errors_that_fit() {
+        let replier = Replier::new("sentimq", "m@abc", true, &[]);
+        let verdict = positive(0.9);
+        let text = "\u{1}".repeat(2_000);
+        let id = Value::String("i".repeat(600));
+        let mut buffer = Vec::new();
+        let reply = |input: &Inbound, buffer: &mut Vec<u8>| {
+            let out = replier.result(input, Some(&id), &text, &verdict, buffer);
+            let json: Value = serde_json::from_slice(&out.payload).unwrap();
+            (out, json)
+        };
+
+        let mut input = inbound(None);
+        let (whole, json) = reply(&input, &mut buffer);
+        assert_eq!(json["label"], "positive", "no limit: the echo goes out");
+        assert!(
+            publish_size(&whole) > 12_000,
+            "control characters are escaped 6-fold"
+        );
+
+        input.reply_limit = Some(1_000);
+        let (out, json) = reply(&input, &mut buffer);
+        assert!(publish_size(&out) <= 1_000);
+        assert_eq!(out.topic, "sentimq/error");
+        assert_eq!(json["error"], "reply_too_large");
+        assert_eq!(json["id"], id, "the id still fits");
+        assert_eq!(json["source_topic"], "chat/1/message");
+        assert_eq!(out.completion, whole.completion, "it completes the input");
+        assert_eq!(
+            (whole.error, out.error),
+            (None, Some(ErrorCode::ReplyTooLarge))
+        );
+
+        input.reply_limit = Some(400);
+        let (out, json) = reply(&input, &mut buffer);
+        assert!(publish_size(&out) <= 400);
+        assert_eq!(
+            json["id"],
+            Value::Null,
+            "an id that does not fit is left out"
+        );
+
+        input.topic = format!("chat/{}/message", "é".repeat(3_000));
+        let (out, json) = reply(&input, &mut buffer);
+        assert!(publish_size(&out) <= 400, "{}", publish_size(&out));
+        let source = json["source_topic"].as_str().unwrap();
+        assert!(input.topic.starts_with(source) && source.len() <= SHORT_SOURCE_TOPIC);
+
+        input.reply_limit = Some(u32::MAX);
+        assert_eq!(reply(&input, &mut buffer).1["label"], "positive");
     }
 
     #[test]
     fn results_and_errors_are_routed() {
         let replier = Replier::new("sentimq", "m@abc", false, &["chat/+/message".into()]);
-        let verdict = Classification {
-            label: "positive".into(),
-            score: 0.9,
-            scores: vec![("negative".into(), 0.1), ("positive".into(), 0.9)],
-            tokens: 4,
-            truncated: false,
-        };
+        let verdict = positive(0.9);
         let mut buffer = Vec::new();
         let out = replier.result(&inbound(None), None, "hi", &verdict, &mut buffer);
         assert_eq!(out.topic, "sentimq/result/chat/1/message");

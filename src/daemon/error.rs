@@ -63,9 +63,15 @@ pub enum Error {
         code: rumqttc::v5::mqttbytes::v5::SubscribeReasonCode,
     },
     /// The MQTT client's request queue closed unexpectedly.
+    #[error("the MQTT client stopped")]
+    ClientStopped(#[source] Box<rumqttc::v5::ClientError>),
+    /// The event loop or the outbox task ended while the daemon was running.
     #[error("the MQTT client stopped: {0}")]
     ClientClosed(String),
-    /// A task of the daemon panicked.
+    /// A task of the daemon panicked or was cancelled.
+    #[error("a daemon task failed")]
+    TaskFailed(#[source] tokio::task::JoinError),
+    /// A thread of the daemon panicked.
     #[error("a daemon task failed: {0}")]
     Task(String),
 }

@@ -95,13 +95,14 @@ pub async fn watchdog(
     stale_after: Duration,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let Some(period) = sd_notify::watchdog_enabled() else {
+    // WATCHDOG_USEC=0 (set by hand; systemd never sends it) means no watchdog too.
+    let Some(period) = sd_notify::watchdog_enabled().filter(|period| !period.is_zero()) else {
         return;
     };
     debug!(period_ms = period.as_millis() as u64, "systemd watchdog on");
     if period < stale_after {
         warn!(
-            "WatchdogSec ({} s) is shorter than the event loop's quiet time ({} s, from mqtt.keep_alive_secs); the watchdog may fire on an idle daemon",
+            "WatchdogSec ({} s) is shorter than the event loop's quiet time ({} s: mqtt.keep_alive_secs + mqtt.connect_timeout_secs + mqtt.reconnect_max_ms); the watchdog may fire on an idle daemon",
             period.as_secs(),
             stale_after.as_secs()
         );

@@ -4,6 +4,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::contract::ErrorCode;
+
 /// How to acknowledge one QoS 1 input: its packet id on the connection it arrived on.
 ///
 /// The epoch counts connections; an ack is only sent on the connection the input came in on.
@@ -41,6 +43,9 @@ pub struct Inbound {
     pub received: Instant,
     /// The broker marked it as a redelivery (DUP flag).
     pub is_redelivery: bool,
+    /// The broker's Maximum Packet Size (CONNACK) on the connection it arrived on: a reply
+    /// larger than that would be refused, so it is replaced by a `reply_too_large` error.
+    pub reply_limit: Option<u32>,
 }
 
 /// What a publish completes when the broker acknowledges it.
@@ -51,6 +56,9 @@ pub enum Completion {
     /// Nothing to acknowledge (QoS 0 input, status, info).
     Nothing,
 }
+
+/// The Content Type property of every reply.
+pub const CONTENT_TYPE: &str = "application/json";
 
 /// One message to publish at QoS 1: a result or an error reply.
 #[derive(Clone, Debug)]
@@ -63,4 +71,6 @@ pub struct Outbound {
     pub correlation: Option<Bytes>,
     /// What the broker's PUBACK completes.
     pub completion: Completion,
+    /// The code of an error reply; `None` for a result (or a reload outcome).
+    pub error: Option<ErrorCode>,
 }

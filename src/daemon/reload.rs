@@ -205,6 +205,7 @@ impl Reloader {
                 payload,
                 correlation: None,
                 completion: Completion::Nothing,
+                error: None,
             };
             tokio::spawn(async move {
                 let _ = outbox.send(outcome).await;

@@ -65,9 +65,12 @@ impl Passed {
 /// Runs the self-test; the error says which probe failed and how.
 pub(crate) fn run(classifier: &Classifier) -> Result<Passed, String> {
     let texts = PROBES.map(|(text, _)| text);
-    let verdicts = classifier
-        .classify(&texts)
-        .map_err(|e| format!("the known reviews could not be classified: {e}"))?;
+    let verdicts = classifier.classify(&texts).map_err(|e| {
+        format!(
+            "the known reviews could not be classified: {}",
+            crate::error_text::describe(&e)
+        )
+    })?;
     let labels = &classifier.manifest().labels;
     for (verdict, text) in verdicts.iter().zip(texts) {
         check_distribution(verdict, labels)

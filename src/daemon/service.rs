@@ -301,7 +301,7 @@ async fn serve(
 }
 
 fn joined(result: Result<Result<(), Error>, tokio::task::JoinError>) -> Result<(), Error> {
-    result.map_err(|e| Error::Task(e.to_string()))?
+    result.map_err(Error::TaskFailed)?
 }
 
 /// Makes the `<base>/info` payload of a served model (the start time stays the daemon's).

@@ -250,6 +250,7 @@ mod tests {
             ack: None,
             received: Instant::now(),
             is_redelivery: false,
+            reply_limit: None,
         }
     }
 

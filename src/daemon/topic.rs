@@ -122,9 +122,42 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     topic_levels.next().is_none()
 }
 
+/// Whether `filter` (already valid) matches some topic name below `prefix` (a topic name not
+/// starting with `$`): `prefix/x`, `prefix/x/y`, … at any depth.
+pub fn matches_below(filter: &str, prefix: &str) -> bool {
+    let mut filter_levels = effective_filter(filter).split('/');
+    for level in prefix.split('/') {
+        match filter_levels.next() {
+            Some("#") => return true,
+            Some(f) if f == "+" || f == level => {}
+            _ => return false,
+        }
+    }
+    // Whatever levels the filter has left, some deeper topic matches them.
+    filter_levels.next().is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_matching_some_topic_below_a_prefix() {
+        for filter in [
+            "#",
+            "s/#",
+            "s/r/#",
+            "s/r/+",
+            "+/r/+/+/#",
+            "s/r/a/b/c",
+            "$share/g/s/r/+/+",
+        ] {
+            assert!(matches_below(filter, "s/r"), "{filter}");
+        }
+        for filter in ["s/r", "s/x/#", "s/+", "a/#", "$share/g/s/error"] {
+            assert!(!matches_below(filter, "s/r"), "{filter}");
+        }
+    }
 
     #[test]
     fn names_reject_wildcards_and_empty() {

@@ -130,7 +130,13 @@ pub fn validate(sources: Sources, options: ValidateOptions) -> Report {
     let loaded = match config::load(sources) {
         Ok(loaded) => loaded,
         Err(e) => {
-            report.error(e.key().unwrap_or("config"), &e);
+            let key = e.key().unwrap_or("config");
+            // `error: <key>: <message>`, not the key twice when the message starts with it.
+            let text = chain(&e);
+            let message = text
+                .strip_prefix(key)
+                .and_then(|rest| rest.strip_prefix(": "));
+            report.error_text(key, message.map_or_else(|| text.clone(), str::to_string));
             return report;
         }
     };

@@ -223,9 +223,14 @@ impl Worker {
                             verdict,
                             &mut self.buffer,
                         );
-                        self.context
-                            .stats
-                            .result(served.replier.label(verdict), item.input.received.elapsed());
+                        match reply.error {
+                            // The result did not fit the broker's packet limit.
+                            Some(code) => self.context.stats.error(code),
+                            None => self.context.stats.result(
+                                served.replier.label(verdict),
+                                item.input.received.elapsed(),
+                            ),
+                        }
                         if self.context.replies.blocking_send(reply).is_err() {
                             return;
                         }
@@ -265,11 +270,13 @@ impl Worker {
 
     /// Sends an error reply; `false` when the outbox is gone.
     fn reject(&mut self, input: &Inbound, rejection: &Rejection) -> bool {
-        self.context.stats.error(rejection.code);
         let reply = self
             .served
             .replier
             .error(input, rejection, &mut self.buffer);
+        self.context
+            .stats
+            .error(reply.error.unwrap_or(rejection.code));
         self.context.replies.blocking_send(reply).is_ok()
     }
 }

@@ -42,8 +42,8 @@ pub(super) fn load_parquet(path: &Path) -> Result<Vec<Example>, Error> {
         .map_err(|source| parquet_error(path, source))?;
 
     let file_name = file_name(path);
-    let mut examples =
-        Vec::with_capacity(reader.metadata().file_metadata().num_rows().max(0) as usize);
+    // Not sized from the footer's row count: a corrupt one would be trusted with an allocation.
+    let mut examples = Vec::new();
     for (index, row) in rows.enumerate() {
         // Rows are numbered from 1, as lines are in CSV and JSON Lines sources.
         let number = index as u64 + 1;

@@ -116,6 +116,27 @@ pub enum Error {
         /// Its sequence length.
         sequence: usize,
     },
+    /// A token id past the rows of the graph's word-embedding table (a tokenizer larger
+    /// than the graph's vocabulary).
+    #[error("{path}: token id {id} is past the graph's {rows}-word vocabulary")]
+    TokenOutOfRange {
+        /// The model file.
+        path: PathBuf,
+        /// The id.
+        id: i64,
+        /// Rows of the word-embedding table.
+        rows: usize,
+    },
+    /// The graph's `probabilities` output changed width with the text's length.
+    #[error("{path}: the graph gives {found} probabilities per text for one length and {expected} for another")]
+    OutputWidth {
+        /// The model file.
+        path: PathBuf,
+        /// Width of the batch's first row.
+        expected: usize,
+        /// Width of a later row.
+        found: usize,
+    },
     /// tract failed while running a batch.
     #[error("inference failed")]
     Run(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -129,6 +150,7 @@ pub struct Engine {
     path: PathBuf,
     output_names: Arc<[String]>,
     probabilities: usize,
+    vocabulary: Option<usize>,
 }
 
 /// Per-thread run state over an [`Engine`]: tract's state for each recently used shape.
@@ -211,6 +233,7 @@ impl Engine {
                 reason,
             });
         }
+        let vocabulary = vocabulary_rows(&proto);
         // The engine's own operators for the int8 layers' (de)quantization: same outputs, fewer passes.
         if let Some(graph) = proto.graph.as_mut() {
             fused::fuse(graph);
@@ -260,6 +283,7 @@ impl Engine {
             path: path.to_path_buf(),
             output_names,
             probabilities,
+            vocabulary,
         })
     }
 
@@ -307,6 +331,32 @@ impl Engine {
         self.plans.release_source(&shapes)
     }
 
+    /// Rows of the graph's word-embedding table: token ids must be below it (`None` when no
+    /// `Gather` reads the ids from an initializer).
+    pub fn vocabulary(&self) -> Option<usize> {
+        self.vocabulary
+    }
+
+    /// [`Error::TokenOutOfRange`] for the first id of `batch` past the vocabulary: tract's
+    /// `Gather` does not check its indices.
+    fn check_ids(&self, batch: &TokenBatch) -> Result<(), Error> {
+        let Some(rows) = self.vocabulary else {
+            return Ok(());
+        };
+        match batch
+            .input_ids
+            .iter()
+            .find(|&&id| usize::try_from(id).map_or(true, |id| id >= rows))
+        {
+            Some(&id) => Err(Error::TokenOutOfRange {
+                path: self.path.clone(),
+                id,
+                rows,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The file this engine was loaded from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -329,6 +379,7 @@ impl Engine {
     /// Runs a batch exactly as given (no bucketing) and returns every graph output as f32
     /// (hidden states for golden checks).
     pub fn run_all(&self, batch: &TokenBatch) -> Result<Vec<NamedOutput>, Error> {
+        self.check_ids(batch)?;
         let plan = self.plans.get(Shape {
             rows: batch.batch,
             sequence: batch.sequence,
@@ -357,6 +408,7 @@ impl Session {
     /// wastes no compute on padding.
     pub fn classify(&mut self, batch: &TokenBatch) -> Result<Probabilities, Error> {
         check_batch(batch)?;
+        self.engine.check_ids(batch)?;
         let mut values = Vec::new();
         let mut labels = 0;
         let step = self.engine.plans.options.sequence_bucket;
@@ -379,6 +431,13 @@ impl Session {
                 .extend_from_slice(&batch.attention_mask[start..start + used]);
             self.row.attention_mask.resize(sequence, 0);
             let output = self.run_row(Shape { rows: 1, sequence })?;
+            if row > 0 && output.len() != labels {
+                return Err(Error::OutputWidth {
+                    path: self.engine.path.clone(),
+                    expected: labels,
+                    found: output.len(),
+                });
+            }
             labels = output.len();
             values.extend_from_slice(&output);
         }
@@ -420,6 +479,23 @@ fn check_batch(batch: &TokenBatch) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+/// Rows of the smallest initializer that a `Gather` indexes with the graph's first input (the
+/// token ids): the word-embedding table, or the int8 graph's table and its row scales.
+fn vocabulary_rows(proto: &tract_onnx::pb::ModelProto) -> Option<usize> {
+    let graph = proto.graph.as_ref()?;
+    let ids = &graph.input.first()?.name;
+    graph
+        .node
+        .iter()
+        .filter(|node| node.op_type == "Gather" && node.input.get(1) == Some(ids))
+        .filter_map(|node| {
+            let table = node.input.first()?;
+            let initializer = graph.initializer.iter().find(|i| &i.name == table)?;
+            usize::try_from(*initializer.dims.first()?).ok()
+        })
+        .min()
 }
 
 fn inputs(batch: &TokenBatch) -> Result<TVec<TValue>, Error> {

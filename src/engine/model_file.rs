@@ -51,6 +51,9 @@ pub(super) enum ReadError {
     /// The bytes are not a protobuf `ModelProto`.
     #[error("not an ONNX protobuf: {0}")]
     Malformed(String),
+    /// A message's fields do not decode as ONNX's.
+    #[error("not an ONNX protobuf")]
+    Decode(#[from] prost::DecodeError),
     /// A tensor's data is in another file.
     #[error("tensor {0:?} keeps its data in another file (external data); sentimq build writes every tensor inside the graph file")]
     ExternalData(String),
@@ -156,10 +159,9 @@ pub(super) fn read(path: &Path) -> Result<(ModelProto, ModelFile), ReadError> {
             walk.copy_field(field, wire, &mut model_fields)?;
         }
     }
-    let malformed = |e: prost::DecodeError| ReadError::Malformed(e.to_string());
-    let mut model = ModelProto::decode(model_fields.as_slice()).map_err(malformed)?;
+    let mut model = ModelProto::decode(model_fields.as_slice())?;
     if has_graph {
-        let mut graph = GraphProto::decode(graph_fields.as_slice()).map_err(malformed)?;
+        let mut graph = GraphProto::decode(graph_fields.as_slice())?;
         graph.initializer = initializers;
         model.graph = Some(graph);
     }
@@ -254,7 +256,10 @@ impl<R: Read + Seek> Walk<R> {
         fields: &mut Vec<u8>,
         initializers: &mut Vec<TensorProto>,
     ) -> Result<(), ReadError> {
-        let end = self.position + len;
+        let end = self
+            .position
+            .checked_add(len)
+            .ok_or_else(|| truncated(self.position))?;
         while self.position < end {
             let (field, wire) = self.key()?.ok_or_else(|| truncated(self.position))?;
             if field == GRAPH_INITIALIZER && wire == LENGTH_DELIMITED {
@@ -269,7 +274,10 @@ impl<R: Read + Seek> Walk<R> {
 
     /// A `TensorProto` of `len` bytes, its `raw_data` left in the file when it is large.
     fn tensor(&mut self, len: u64) -> Result<TensorProto, ReadError> {
-        let end = self.position + len;
+        let end = self
+            .position
+            .checked_add(len)
+            .ok_or_else(|| truncated(self.position))?;
         let mut fields = Vec::new();
         let mut in_file = None;
         while self.position < end {
@@ -291,8 +299,7 @@ impl<R: Read + Seek> Walk<R> {
             }
         }
         self.check_end(end)?;
-        let mut tensor = TensorProto::decode(fields.as_slice())
-            .map_err(|e| ReadError::Malformed(e.to_string()))?;
+        let mut tensor = TensorProto::decode(fields.as_slice())?;
         if tensor.data_location == Some(DataLocation::External as i32) && in_file.is_none() {
             return Err(ReadError::ExternalData(tensor.name));
         }

@@ -119,13 +119,60 @@ pub(super) fn unsupported(proto: &ModelProto) -> Option<String> {
         .collect();
     unknown.sort_unstable();
     unknown.dedup();
-    (!unknown.is_empty()).then(|| {
-        format!(
+    if !unknown.is_empty() {
+        return Some(format!(
             "operators the engine does not run: {} (it runs the {} that sentimq build writes)",
             unknown.join(", "),
             OPERATORS.len()
-        )
-    })
+        ));
+    }
+    let node = proto
+        .graph
+        .iter()
+        .flat_map(|graph| &graph.node)
+        .find(|node| !has_valid_arity(node))?;
+    let (inputs, outputs) = arity(&node.op_type);
+    Some(format!(
+        "node {:?} ({}) has {} inputs and {} outputs, where {} takes {} and gives {}",
+        node.name,
+        node.op_type,
+        node.input.len(),
+        node.output.len(),
+        node.op_type,
+        count(&inputs),
+        count(&outputs)
+    ))
+}
+
+/// The input and output counts ONNX allows each operator of [`OPERATORS`] at [`OPSETS`] (other
+/// operators are refused by name first). Checked before anything reads a node, so the engine's
+/// graph rewrites (`fused`) may index a node's first inputs and its first output freely.
+fn arity(op: &str) -> (RangeInclusive<usize>, RangeInclusive<usize>) {
+    const ANY: usize = usize::MAX;
+    match op {
+        "Add" | "Div" | "Gather" | "MatMul" | "Mul" | "Reshape" | "Sub" => (2..=2, 1..=1),
+        "LayerNormalization" => (2..=3, 1..=3),
+        "MatMulInteger" => (2..=4, 1..=1),
+        "Max" => (1..=ANY, 1..=1),
+        "ReduceMax" | "Unsqueeze" => (1..=2, 1..=1),
+        "Slice" => (3..=5, 1..=1),
+        "Split" => (1..=2, 1..=ANY),
+        _ => (1..=1, 1..=1),
+    }
+}
+
+fn has_valid_arity(node: &NodeProto) -> bool {
+    let (inputs, outputs) = arity(&node.op_type);
+    inputs.contains(&node.input.len()) && outputs.contains(&node.output.len())
+}
+
+/// "2", "1 to 3" or "at least 1".
+fn count(range: &RangeInclusive<usize>) -> String {
+    match (range.start(), range.end()) {
+        (low, high) if low == high => low.to_string(),
+        (low, &usize::MAX) => format!("at least {low}"),
+        (low, high) => format!("{low} to {high}"),
+    }
 }
 
 /// ONNX's int64 becomes tract's symbolic dimension type, as in tract's own ONNX front end, so
@@ -521,5 +568,23 @@ pub(super) mod tests {
         }
         let reason = unsupported(&proto).expect("refused");
         assert!(reason.starts_with("ONNX opset 18 "), "{reason}");
+    }
+
+    #[test]
+    fn nodes_with_missing_inputs_or_outputs_are_refused_before_anything_reads_them() {
+        // The reason given for the shipped graph with the first `op` node changed by `edit`.
+        let refused = |op: &str, edit: fn(&mut NodeProto)| {
+            let mut proto = shipped_graph();
+            let graph = proto.graph.as_mut().expect("a graph");
+            let node = graph.node.iter_mut().find(|node| node.op_type == op);
+            edit(node.expect("the shipped graph has one"));
+            unsupported(&proto).expect("refused")
+        };
+        for op in ["Cast", "Add", "Abs", "Mul", "Gather"] {
+            let reason = refused(op, |node| node.input.clear());
+            assert!(reason.contains(&format!("({op}) has 0 inputs")), "{reason}");
+            let reason = refused(op, |node| node.output.clear());
+            assert!(reason.contains("and 0 outputs"), "{reason}");
+        }
     }
 }

@@ -14,7 +14,8 @@
 //! - the padding mask becomes one additive bias `(1 − mask)·−10⁴` broadcast over heads,
 //!   computed once, instead of a `Where` per layer;
 //! - int8 is *dynamic* and symmetric: each token's activations get their own scale
-//!   (`max|x| / 127`, zero point 0) from plain `ReduceMax`/`Mul`/`Round`/`Cast`, then
+//!   (`max|x| / 127`, zero point 0) from plain `ReduceMax`/`Mul`/`Add`/`Sub`/`Cast` (adding
+//!   and removing 1.5·2²³ rounds half to even), then
 //!   `MatMulInteger` against per-output-channel int8 weights and one rescale. Per-token scales
 //!   make a text's result independent of what it is batched with. Never QDQ.
 

@@ -53,6 +53,40 @@ pub enum Error {
         /// The value given.
         temperature: f64,
     },
+    /// The classifier has another number of rows than there are labels.
+    #[error("the classifier has {rows} output rows (bias: {bias}) but the model has {labels} labels (--labels)")]
+    HeadLabels {
+        /// Rows of `classifier.weight`.
+        rows: usize,
+        /// Length of `classifier.bias`.
+        bias: usize,
+        /// Labels of the model.
+        labels: usize,
+    },
+    /// A merged weight holds NaN or an infinity (a diverged training run).
+    #[error("merged weight {name} holds {value} (a diverged training run?)")]
+    NonFiniteWeight {
+        /// The canonical tensor name.
+        name: String,
+        /// The first such value.
+        value: f32,
+    },
+    /// The base's tokenizer gives ids past its word-embedding table.
+    #[error("the base's tokenizer gives token ids up to {}, but config.json's vocab_size is {vocabulary}", ids - 1)]
+    TokenizerPastVocabulary {
+        /// One past the tokenizer's largest id.
+        ids: usize,
+        /// `vocab_size`: rows of the word-embedding table.
+        vocabulary: usize,
+    },
+    /// The window is longer than the base's position table.
+    #[error("--max-len {max_len} exceeds the base's max_position_embeddings ({positions})")]
+    WindowPastPositions {
+        /// The window asked for.
+        max_len: usize,
+        /// Rows of the position table.
+        positions: usize,
+    },
     /// Neither `--adapter` nor `--random-head` was given.
     #[error("no adapter given and the base has no classifier for the labels: pass --adapter <dir> (trained with `sentimq train` or PEFT), a fully fine-tuned checkpoint as --base (`sentimq train --full`'s model/), or --random-head for a test build")]
     NoAdapter,
@@ -185,7 +219,30 @@ const REFERENCE_TOLERANCE: f32 = 1e-3;
 pub fn build(options: &BuildOptions) -> Result<BuildReport, Error> {
     let base = checkpoint::resolve_base(&options.base)?;
     let checkpoint = Checkpoint::load(&base.dir)?;
+    let positions = checkpoint.config.max_position_embeddings;
+    if options.truncation.max_tokens > positions {
+        return Err(Error::WindowPastPositions {
+            max_len: options.truncation.max_tokens,
+            positions,
+        });
+    }
     let (mut weights, adapter_summary) = merged_weights(&checkpoint, options)?;
+    if let Some((name, value)) = weights.iter().find_map(|(name, tensor)| {
+        let value = tensor.data.iter().find(|v| !v.is_finite())?;
+        Some((name.clone(), *value))
+    }) {
+        return Err(Error::NonFiniteWeight { name, value });
+    }
+    let rows = |name: &str| weights.get(name).and_then(|t| t.shape.first().copied());
+    let (head_rows, bias) = (rows("classifier.weight"), rows("classifier.bias"));
+    let labels = options.labels.len();
+    if head_rows != Some(labels) || bias != Some(labels) {
+        return Err(Error::HeadLabels {
+            rows: head_rows.unwrap_or(0),
+            bias: bias.unwrap_or(0),
+            labels,
+        });
+    }
     let pooling = match (options.pooling, &options.adapter) {
         (Some(pooling), _) => pooling,
         (None, Some(dir)) => adapter::recorded_pooling(dir)?,
@@ -208,6 +265,13 @@ pub fn build(options: &BuildOptions) -> Result<BuildReport, Error> {
     })?;
 
     let tokenizer = TextTokenizer::from_dir(&base.dir, options.truncation)?;
+    let vocabulary = checkpoint.config.vocab_size;
+    if tokenizer.id_bound() > vocabulary {
+        return Err(Error::TokenizerPastVocabulary {
+            ids: tokenizer.id_bound(),
+            vocabulary,
+        });
+    }
     tokenizer.save(&out.join("tokenizer.json"))?;
 
     let f32_path = out.join(Precision::F32.file_name());
@@ -237,7 +301,8 @@ pub fn build(options: &BuildOptions) -> Result<BuildReport, Error> {
             &path,
         )?;
         let measured = measure_parity(&f32_path, &path, &samples, tokenizer.pad_id())?;
-        if measured.max_probability_diff > options.parity_tolerance {
+        let diff = measured.max_probability_diff;
+        if diff.is_nan() || diff > options.parity_tolerance {
             return Err(Error::ParityFailed {
                 graph: measured.graph,
                 diff: measured.max_probability_diff,
@@ -318,6 +383,15 @@ fn merged_weights(
     }
 }
 
+/// The larger of `a` and `b`, or NaN if either is (`f32::max` would drop a NaN).
+fn max_or_nan(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else {
+        a.max(b)
+    }
+}
+
 /// Whether `weights` hold a classifier for `labels` labels (after a pooler).
 fn has_head(weights: &TensorMap, labels: usize) -> bool {
     let rows = |name: &str| weights.get(name).and_then(|t| t.shape.first().copied());
@@ -391,7 +465,7 @@ fn check_against_reference(
             let diff = reference
                 .iter()
                 .zip(&found.values)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                .fold(0f32, |m, (a, b)| max_or_nan(m, (a - b).abs()));
             if diff.is_nan() || diff > REFERENCE_TOLERANCE {
                 return Err(Error::ReferenceMismatch {
                     output: name,
@@ -420,8 +494,11 @@ pub fn measure_parity(
     let mut max_diff = 0f64;
     for (e, f) in expected.iter().zip(found.iter()) {
         agree += usize::from(argmax(e) == argmax(f));
-        let diff = e.iter().zip(f).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        max_diff = max_diff.max(f64::from(diff));
+        let diff = e
+            .iter()
+            .zip(f)
+            .fold(0f32, |m, (a, b)| max_or_nan(m, (a - b).abs()));
+        max_diff = f64::from(max_or_nan(max_diff as f32, diff));
     }
     Ok(Parity {
         graph: candidate

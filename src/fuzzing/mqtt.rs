@@ -9,9 +9,12 @@ use serde_json::Value;
 use super::{fields, flags, shipped_model};
 use crate::classifier::{Classification, Classifier};
 use crate::daemon::config::InputConfig;
-use crate::daemon::contract::Replier;
+use crate::daemon::contract::{publish_size, Replier};
 use crate::daemon::{read_input, topic_matches, validate_topic_name};
 use crate::daemon::{Completion, Inbound, InputAck, ResponseRoute};
+
+/// The broker packet limit of bit 5: a few echoed texts, ids or topics exceed it.
+const REPLY_LIMIT: u32 = 512;
 
 /// The input filters of the fuzzed daemon: a reply must never land on one of them.
 const INPUTS: &[&str] = &["sentimq/in/#", "+/text"];
@@ -28,10 +31,12 @@ fn classifier() -> &'static Classifier {
 ///
 /// Flags: bit 0 echoes the text, bit 1 gives the input a v5 response route (its topic and
 /// correlation data), bit 2 makes it QoS 1, bit 3 caps payloads at 64 bytes (else 64 KiB),
-/// bit 4 reads JSON texts from `message` (else `text`).
+/// bit 4 reads JSON texts from `message` (else `text`), bit 5 gives the connection a broker
+/// Maximum Packet Size of [`REPLY_LIMIT`] bytes.
 ///
 /// Invariants: the input gets exactly one reply (a result or an error), on a valid topic name
-/// that no input filter matches, whose payload is a JSON object naming the input's topic and
+/// that no input filter matches, no larger than the broker's packet limit, whose payload is a
+/// JSON object naming the input's topic (or, replacing a reply over the limit, its start) and
 /// either a label or an error code; a QoS 1 input's reply completes its acknowledgement;
 /// correlation data goes back only on the response topic; a result reports at most the model's
 /// window of tokens.
@@ -48,6 +53,7 @@ pub fn mqtt_input(data: &[u8]) {
         ack: (flags & 4 != 0).then_some(InputAck { epoch: 1, pkid: 7 }),
         received: Instant::now(),
         is_redelivery: false,
+        reply_limit: (flags & 32 != 0).then_some(REPLY_LIMIT),
     };
     let input_config = InputConfig {
         text_field: if flags & 16 != 0 { "message" } else { "text" }.into(),
@@ -107,12 +113,23 @@ pub fn mqtt_input(data: &[u8]) {
             reply.topic
         );
     }
+    if let Some(limit) = input.reply_limit {
+        assert!(
+            publish_size(&reply) <= limit as usize,
+            "the broker takes the reply"
+        );
+    }
     let message: Value = serde_json::from_slice(&reply.payload).expect("replies are JSON");
     let object = message.as_object().expect("replies are JSON objects");
-    assert_eq!(
-        object.get("source_topic"),
-        Some(&Value::String(input.topic.clone()))
-    );
+    let source_topic = object
+        .get("source_topic")
+        .and_then(Value::as_str)
+        .expect("replies name the input's topic");
+    if object.get("error").and_then(Value::as_str) == Some("reply_too_large") {
+        assert!(input.topic.starts_with(source_topic));
+    } else {
+        assert_eq!(source_topic, input.topic);
+    }
     assert!(
         object.contains_key("label") != object.contains_key("error"),
         "a reply is a result or an error: {message}"

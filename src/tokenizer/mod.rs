@@ -59,8 +59,9 @@ pub enum Error {
         /// The token, e.g. `[CLS]`.
         token: &'static str,
     },
-    /// The truncation policy cannot hold `[CLS]`, `[SEP]` and one token.
-    #[error("invalid truncation: max_tokens {max_tokens} must be at least 3 and head_tokens {head_tokens} at most max_tokens - 2")]
+    /// The truncation policy cannot hold `[CLS]`, `[SEP]` and one token, or exceeds
+    /// [`MAX_WINDOW_TOKENS`].
+    #[error("invalid truncation: max_tokens {max_tokens} must be 3 to 8192 and head_tokens {head_tokens} at most max_tokens - 2")]
     BadTruncation {
         /// Requested maximum sequence length.
         max_tokens: usize,
@@ -113,7 +114,10 @@ impl Truncation {
 
     /// Checks that the window holds `[CLS]`, `[SEP]` and at least one word piece.
     pub fn validate(&self) -> Result<(), Error> {
-        if self.max_tokens < 3 || self.head_tokens > self.max_tokens - 2 {
+        if self.max_tokens < 3
+            || self.max_tokens > MAX_WINDOW_TOKENS
+            || self.head_tokens > self.max_tokens - 2
+        {
             return Err(Error::BadTruncation {
                 max_tokens: self.max_tokens,
                 head_tokens: self.head_tokens,
@@ -151,9 +155,12 @@ pub struct TextTokenizer {
 }
 
 /// Bytes of text per window token above which long texts are tokenized only near their ends.
-/// English WordPiece averages ~4–5 bytes per piece; 16 leaves a wide margin, and the
-/// fallback below re-tokenizes the whole text if a window turns out too short.
+/// English WordPiece averages ~4–5 bytes per piece; 16 leaves a wide margin, and
+/// [`TextTokenizer::encode`] widens the windows if one turns out too short.
 const WINDOW_BYTES_PER_TOKEN: usize = 16;
+
+/// The longest window a [`Truncation`] may ask for (BERT checkpoints read at most 512).
+pub const MAX_WINDOW_TOKENS: usize = 8192;
 
 impl TextTokenizer {
     /// Loads `tokenizer.json` from `dir`, or builds one from `vocab.txt` (+ `tokenizer_config.json`).
@@ -270,16 +277,31 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// One past the largest id the tokenizer can give (special and added tokens included):
+    /// the rows an embedding table needs, which a vocabulary with gaps in its ids exceeds.
+    pub fn id_bound(&self) -> usize {
+        let largest = self.inner.get_vocab(true).into_values().max();
+        largest.map_or(0, |id| id as usize + 1)
+    }
+
     /// Encodes one text: `[CLS]` + head + tail + `[SEP]`, at most `max_tokens` ids.
     ///
-    /// Very long texts (a 1 MB payload, say) are tokenized only near their two ends, cut at
-    /// whitespace so the word pieces are exactly those of the whole text.
+    /// Very long texts (a 1 MB payload, say) are tokenized only near their two ends, cut
+    /// where BERT's pre-tokenizer always splits ([`is_split_char`]), so the word pieces are
+    /// exactly those of the whole text. A window that holds too few pieces (words of hundreds
+    /// of bytes) is widened fourfold until it fills or the two windows cover the text: the
+    /// whole text is tokenized only when it has few pieces for its size, which keeps the
+    /// memory of one text bounded (a megabyte of "a," is half a million pieces).
     pub fn encode(&self, text: &str) -> Result<Encoded, Error> {
-        let window_bytes = self.truncation.max_tokens * WINDOW_BYTES_PER_TOKEN;
-        if text.len() > 2 * window_bytes {
+        let mut window_bytes = self
+            .truncation
+            .max_tokens
+            .saturating_mul(WINDOW_BYTES_PER_TOKEN);
+        while text.len() / 2 > window_bytes {
             if let Some(encoded) = self.encode_ends(text, window_bytes)? {
                 return Ok(encoded);
             }
+            window_bytes = window_bytes.saturating_mul(4);
         }
         self.encode_whole(text)
     }
@@ -296,11 +318,12 @@ impl TextTokenizer {
         Ok(encoding.get_ids().to_vec())
     }
 
-    /// Tokenizes a head window and a tail window of a long text; `None` when a window is
-    /// too short to fill its share (the caller then tokenizes everything).
+    /// Tokenizes a head window and a tail window of a long text; `None` when the windows
+    /// meet or one holds too few pieces to fill its share (the caller then widens them).
     fn encode_ends(&self, text: &str, window_bytes: usize) -> Result<Option<Encoded>, Error> {
-        let head_end = whitespace_before(text, window_bytes);
-        let tail_start = whitespace_after(text, text.len() - window_bytes);
+        let tail_limit = text.len().saturating_sub(window_bytes);
+        let head_end = split_before(text, window_bytes).or_else(|| split_after(text, window_bytes));
+        let tail_start = split_after(text, tail_limit).or_else(|| split_before(text, tail_limit));
         let (Some(head_end), Some(tail_start)) = (head_end, tail_start) else {
             return Ok(None);
         };
@@ -347,20 +370,50 @@ impl TextTokenizer {
     }
 }
 
-/// Byte offset of the last whitespace at or before `limit` (a cut that splits no word).
-fn whitespace_before(text: &str, limit: usize) -> Option<usize> {
-    let bytes = text.as_bytes();
-    (0..=limit.min(bytes.len().saturating_sub(1)))
-        .rev()
-        .find(|&i| bytes[i].is_ascii_whitespace())
+/// Whether BERT's pre-tokenizer splits before and after `c` whatever surrounds it:
+/// whitespace, ASCII punctuation and CJK ideographs (each its own word, as BERT's normalizer
+/// pads them with spaces). Unicode punctuation splits too, but a subset is enough to cut at.
+fn is_split_char(c: char) -> bool {
+    c.is_whitespace() || c.is_ascii_punctuation() || is_cjk_ideograph(c)
 }
 
-/// Byte offset just after the first whitespace at or after `start`.
-fn whitespace_after(text: &str, start: usize) -> Option<usize> {
-    let bytes = text.as_bytes();
-    (start..bytes.len())
-        .find(|&i| bytes[i].is_ascii_whitespace())
-        .map(|i| i + 1)
+/// The CJK ranges BERT's normalizer (`handle_chinese_chars`) isolates.
+fn is_cjk_ideograph(c: char) -> bool {
+    matches!(u32::from(c),
+        0x4E00..=0x9FFF
+        | 0x3400..=0x4DBF
+        | 0x20000..=0x2A6DF
+        | 0x2A700..=0x2B73F
+        | 0x2B740..=0x2B81F
+        | 0x2B920..=0x2CEAF
+        | 0xF900..=0xFAFF
+        | 0x2F800..=0x2FA1F)
+}
+
+/// Whether the text splits into words at byte `i`: a character boundary strictly inside
+/// `text` next to a [split character](is_split_char), so `text[..i]` and `text[i..]`
+/// tokenize into exactly the pieces of `text`. Never just inside brackets: BERT's special
+/// tokens (`[SEP]`, `[MASK]`, …) are matched in the raw text before it is split.
+fn is_cut(text: &str, i: usize) -> bool {
+    if i == 0 || i >= text.len() || !text.is_char_boundary(i) {
+        return false;
+    }
+    let before = text[..i].chars().next_back();
+    let after = text[i..].chars().next();
+    if before == Some('[') || after == Some(']') {
+        return false;
+    }
+    before.is_some_and(is_split_char) || after.is_some_and(is_split_char)
+}
+
+/// The last cut at or before `limit`.
+fn split_before(text: &str, limit: usize) -> Option<usize> {
+    (1..=limit.min(text.len())).rev().find(|&i| is_cut(text, i))
+}
+
+/// The first cut at or after `start`.
+fn split_after(text: &str, start: usize) -> Option<usize> {
+    (start.max(1)..text.len()).find(|&i| is_cut(text, i))
 }
 
 /// `map_err` adapter: `path` could not be read or parsed ([`Error::Unreadable`]).

@@ -124,6 +124,52 @@ fn megabyte_text_and_unbroken_text_are_handled() {
 }
 
 #[test]
+fn texts_without_spaces_are_cut_at_punctuation_and_ideographs() {
+    let dir = minilm_dir();
+    let tokenizer = TextTokenizer::from_dir(&dir, Truncation::head_tail(64, 20)).unwrap();
+    let window = 64 * WINDOW_BYTES_PER_TOKEN;
+    for text in [
+        "a,".repeat(20_000),
+        "好电影真的".repeat(2_000),
+        "[SEP][MASK]x".repeat(1_000),
+    ] {
+        // The first windows already hold enough pieces: the whole text is never tokenized.
+        let ends = tokenizer.encode_ends(&text, window).unwrap();
+        assert!(ends.is_some(), "{:?}… is cut near its ends", &text[..40]);
+        assert_eq!(
+            tokenizer.encode(&text).unwrap(),
+            tokenizer.encode_whole(&text).unwrap()
+        );
+    }
+    // A first word longer than the window (one [UNK]) fills too little of it: the window is
+    // widened, not given up for the whole text.
+    let text = format!("{}{}", "😀".repeat(400), "no,way!".repeat(2_000));
+    assert!(tokenizer.encode_ends(&text, window).unwrap().is_none());
+    assert!(tokenizer.encode_ends(&text, 4 * window).unwrap().is_some());
+    assert_eq!(
+        tokenizer.encode(&text).unwrap(),
+        tokenizer.encode_whole(&text).unwrap()
+    );
+}
+
+#[test]
+fn cuts_fall_next_to_split_characters_only() {
+    assert!(is_cut("ab cd", 2) && is_cut("ab cd", 3));
+    assert!(is_cut("ab,cd", 2) && is_cut("ab,cd", 3));
+    assert!(is_cut("电影", 3));
+    assert!(!is_cut("abcd", 2), "inside a word");
+    assert!(!is_cut("é,", 1), "inside a character");
+    assert!(
+        !is_cut("x[SEP]", 2) && !is_cut("x[SEP]", 5),
+        "inside a special token"
+    );
+    assert!(is_cut("x[SEP]y", 1) && is_cut("x[SEP]y", 6));
+    assert_eq!(split_before("abc def", 5), Some(4));
+    assert_eq!(split_after("abc def", 1), Some(3));
+    assert_eq!(split_before("abcdef", 5), None);
+}
+
+#[test]
 fn empty_text_is_cls_sep() {
     let dir = minilm_dir();
     let tokenizer = TextTokenizer::from_dir(&dir, Truncation::head_tail(256, 128)).unwrap();

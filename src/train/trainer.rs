@@ -170,6 +170,20 @@ pub fn run(config: &TrainConfig) -> Result<TrainOutcome, Error> {
             optimizer
                 .restore(&saved.moments, saved.state.step)
                 .map_err(corrupt)?;
+            // The same flags over other data (the file at --data changed) would resume at a
+            // position of another schedule.
+            let total = steps_per_epoch * config.epochs;
+            if saved.state.steps_per_epoch != steps_per_epoch || saved.state.step > total {
+                return Err(Error::ResumeMismatch {
+                    dir: run_dir.join(run_checkpoint::DIR),
+                    field: "updates per epoch (the training data changed)".to_string(),
+                    saved: format!(
+                        "{} (at update {})",
+                        saved.state.steps_per_epoch, saved.state.step
+                    ),
+                    now: steps_per_epoch.to_string(),
+                });
+            }
             saved.state
         }
         None => RunState {

@@ -19,8 +19,9 @@ pub struct Args {
     /// (stanfordnlp/imdb from the Hugging Face Hub, cached) or `hf:<owner/name>`.
     #[arg(long)]
     data: PathBuf,
-    /// Which reviews of an aclImdb dataset: `test`, `train`, or `validation` — the part of the
-    /// train split that `sentimq train` held out for model selection (the same
+    /// Which split of the data (an aclImdb archive or a Hub dataset; a single file is one
+    /// split): `test`, `train`, or `validation` — the part of the train split (or of the
+    /// file) that `sentimq train` held out for model selection (the same
     /// --validation-fraction and --validation-seed as the run; runs without --limit).
     #[arg(long, default_value = "test")]
     split: EvalSplit,

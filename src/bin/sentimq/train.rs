@@ -18,7 +18,7 @@ pub struct Args {
     /// (stanfordnlp/imdb from the Hugging Face Hub, cached) or `hf:<owner/name>`.
     #[arg(long)]
     data: PathBuf,
-    /// Device: cpu, cuda[:N] (build with --features cuda) or metal[:N].
+    /// Device: cpu or cuda[:N] (build with --features cuda).
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
     /// Run directory: adapter/ (or model/ with --full), metrics.jsonl, report.json,
@@ -94,7 +94,9 @@ pub struct Args {
     openings_per_review: usize,
     /// Start the trainable tensors from an earlier run's kept model (its adapter/, or model/
     /// with --full) instead of a fresh initialisation: a second stage, e.g. more short spans at
-    /// a lower --lr. Base, --full, --lora-r, --lora-alpha and --lora-targets must match it.
+    /// a lower --lr. Base, --full, --lora-r, --lora-alpha and --lora-targets must match it, and
+    /// (where its run's report.json is beside it) --data, --limit, --seed and
+    /// --validation-fraction too, so the validation split stays the same.
     #[arg(long, value_name = "DIR")]
     init_from: Option<PathBuf>,
     /// Write a resumable checkpoint to <out>/checkpoint/ every N optimizer updates.

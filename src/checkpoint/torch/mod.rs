@@ -208,11 +208,20 @@ impl StateDict<'_> {
                 let Object::PersistentId(pid) = self.pickle.get(arg(0)?) else {
                     return Err(self.unexpected_object(what(), "a storage persistent id", arg(0)?));
                 };
+                let shape = self.indices(&format!("the size of {}", what()), arg(2)?)?;
+                let stride = self.indices(&format!("the stride of {}", what()), arg(3)?)?;
+                if stride.len() != shape.len() {
+                    return Err(self.unexpected(
+                        format!("the stride of {}", what()),
+                        "one stride per dimension",
+                        format!("{} strides for {} dimensions", stride.len(), shape.len()),
+                    ));
+                }
                 Ok(TensorRef {
                     storage: self.storage(name, *pid)?,
                     offset: self.index(&format!("the storage offset of {}", what()), arg(1)?)?,
-                    shape: self.indices(&format!("the size of {}", what()), arg(2)?)?,
-                    stride: self.indices(&format!("the stride of {}", what()), arg(3)?)?,
+                    shape,
+                    stride,
                 })
             }
             ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {

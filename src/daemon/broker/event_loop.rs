@@ -77,6 +77,8 @@ struct State {
     last_problem: Option<String>,
     has_warned_refusal: bool,
     disconnected_at: Option<Instant>,
+    /// The Maximum Packet Size the broker announced on this connection.
+    reply_limit: Option<u32>,
     buffer: Vec<u8>,
     dropped_warning: Throttle,
 }
@@ -130,6 +132,23 @@ impl EventLoopTask {
     fn connected(&mut self, connack: &ConnAck, state: &mut State) {
         state.is_connected = true;
         state.last_problem = None;
+        state.reply_limit = connack.properties.as_ref().and_then(|p| p.max_packet_size);
+        if connack.session_present {
+            // The kept session redelivers every unacknowledged QoS 1 input: the copies of the
+            // old connection still waiting here would be classified and answered twice.
+            let epoch = state.epoch;
+            let waiting = state.overflow.len();
+            state
+                .overflow
+                .retain(|input| input.ack.is_none_or(|ack| ack.epoch == epoch));
+            let dropped = waiting - state.overflow.len();
+            if dropped > 0 {
+                debug!(
+                    dropped,
+                    "the broker redelivers the QoS 1 inputs that were waiting for the intake"
+                );
+            }
+        }
         self.backoff.reset();
         let dropped = {
             let mut ledger = self.link.ledger();
@@ -219,6 +238,7 @@ impl EventLoopTask {
             ack,
             received: Instant::now(),
             is_redelivery: publish.dup,
+            reply_limit: state.reply_limit,
         };
         if *self.stopping.borrow() {
             debug!(topic = %input.topic, "shutting down: input left for redelivery");
@@ -285,12 +305,13 @@ impl EventLoopTask {
             "the daemon's queues are full; publish at QoS 1 to have inputs wait instead",
         );
         let reply = self.replier.error(input, &rejection, &mut state.buffer);
+        let code = reply.error.unwrap_or(ErrorCode::Overloaded);
         let sent = self
             .replies
             .upgrade()
             .is_some_and(|replies| replies.try_send(reply).is_ok());
         if sent {
-            self.stats.error(ErrorCode::Overloaded);
+            self.stats.error(code);
         } else {
             self.stats.unanswered();
             if let Some(held_back) = state.dropped_warning.allow(Instant::now()) {

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
 
 use super::{Link, Topics};
-use crate::daemon::message::{Completion, Outbound};
+use crate::daemon::message::{Completion, Outbound, CONTENT_TYPE};
 use crate::daemon::stats::Stats;
 use crate::daemon::Error;
 
@@ -125,7 +125,7 @@ impl Outbox {
     async fn publish(&mut self, reply: Outbound) -> Result<(), Error> {
         let properties = PublishProperties {
             correlation_data: reply.correlation,
-            content_type: Some("application/json".into()),
+            content_type: Some(CONTENT_TYPE.into()),
             ..PublishProperties::default()
         };
         self.register(reply.completion);
@@ -193,5 +193,5 @@ async fn tick(ticker: &mut Option<tokio::time::Interval>) {
 }
 
 fn client_error(error: ClientError) -> Error {
-    Error::ClientClosed(error.to_string())
+    Error::ClientStopped(Box::new(error))
 }

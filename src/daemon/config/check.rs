@@ -62,8 +62,8 @@ pub(super) fn check(config: &Config, warnings: &mut Vec<String>) -> Result<(), C
             "is empty; list at least one filter, e.g. [\"sentimq/classify/#\"]".into(),
         ));
     }
+    let results = format!("{base}/result");
     let own_topics = [
-        format!("{base}/result/x"),
         format!("{base}/error"),
         format!("{base}/status"),
         format!("{base}/info"),
@@ -76,7 +76,12 @@ pub(super) fn check(config: &Config, warnings: &mut Vec<String>) -> Result<(), C
             key: "mqtt.inputs",
             message: format!("[{i}] {filter:?} {e}"),
         })?;
-        if let Some(own) = own_topics.iter().find(|t| topic::matches(filter, t)) {
+        let own = own_topics
+            .iter()
+            .find(|t| topic::matches(filter, t))
+            .cloned()
+            .or_else(|| topic::matches_below(filter, &results).then(|| format!("{results}/…")));
+        if let Some(own) = own {
             return Err(invalid(
                 "mqtt.inputs",
                 format!("[{i}] {filter:?} also matches the daemon's own topic {own:?}, so it would classify its own output; narrow the filter or change mqtt.base_topic"),

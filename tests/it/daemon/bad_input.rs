@@ -193,3 +193,47 @@ fn burst_of_10000_mixed_messages() {
     client.publish("in/after", "still here?");
     client.wait_on("bad/result/in/after", REPLY);
 }
+
+/// A reply larger than the Maximum Packet Size the broker announces (mosquitto's
+/// `max_packet_size`) goes out as a `reply_too_large` error instead: the input is answered and
+/// the daemon keeps serving. Published as it was, the reply would be refused by the client
+/// library, the connection dropped, and the same reply retried on every reconnect.
+#[test]
+fn a_reply_over_the_brokers_packet_limit_becomes_an_error_reply() {
+    let model = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let options = BrokerOptions {
+        max_packet_size: Some(4096),
+        ..BrokerOptions::default()
+    };
+    let broker = Broker::start(dir.path(), options);
+    let client = TestClient::v5(broker.port, "big-client");
+    client.subscribe("big/#");
+    let mut config = daemon_config(broker.port, "big-reply", "big", model);
+    set(&mut config, "mqtt.inputs", vec!["in/#"]);
+    set(&mut config, "input.echo_text", true);
+    let mut daemon = Daemon::spawn(dir.path(), "big-reply", &config);
+    client.wait_for_payload("big/status", "online", START);
+
+    // 1,012 bytes in; echoed, each control character is written as `\u0001` (6 bytes).
+    let text = format!("A fine film.{}", "\u{1}".repeat(1_000));
+    client.publish("in/big", text);
+    client.publish("in/ok", "Great acting and a moving story.");
+    let error = client.wait_on("big/error", REPLY).json();
+    assert_eq!(error["error"], "reply_too_large", "{error}");
+    assert_eq!(error["source_topic"], "in/big");
+    let detail = error["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("maximum packet size of 4096 bytes"),
+        "{detail}"
+    );
+    let result = client.wait_on("big/result/in/ok", REPLY).json();
+    assert_result_matches(model, &result, "Great acting and a moving story.");
+    assert_eq!(result["text"], "Great acting and a moving story.");
+    assert!(daemon.is_running());
+    assert!(
+        !daemon.log().contains("reconnecting"),
+        "the connection stayed up:\n{}",
+        daemon.log()
+    );
+}

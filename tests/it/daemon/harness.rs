@@ -94,6 +94,9 @@ pub struct BrokerOptions {
     /// No persistence. The default saves the database after every change (what the crash tests
     /// need), which costs a full write per message once thousands are queued.
     pub in_memory: bool,
+    /// mosquitto's `max_packet_size`: it refuses larger packets and announces the limit to
+    /// MQTT v5 clients in CONNACK.
+    pub max_packet_size: Option<u32>,
 }
 
 /// A mosquitto on 127.0.0.1 with persistence in its directory; killed and reaped on drop.
@@ -255,6 +258,9 @@ listener {port} 127.0.0.1
             config += &format!("allow_anonymous false\npassword_file {}\n", file.display())
         }
         None => config += "allow_anonymous true\n",
+    }
+    if let Some(bytes) = options.max_packet_size {
+        config += &format!("max_packet_size {bytes}\n");
     }
     if let Some(tls) = &options.tls {
         config += &format!(
