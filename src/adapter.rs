@@ -138,8 +138,8 @@ pub struct AdapterConfig {
     /// Dropout used in training (informational).
     #[serde(default)]
     pub lora_dropout: f64,
-    /// Module name suffixes adapted, e.g. `["query", "value"]`.
-    pub target_modules: Vec<String>,
+    /// The modules adapted, e.g. `["query", "value"]`.
+    pub target_modules: TargetModules,
     /// Modules trained in full and saved whole (classifier, pooler).
     #[serde(default)]
     pub modules_to_save: Option<Vec<String>>,
@@ -158,6 +158,28 @@ pub struct AdapterConfig {
     /// Any other PEFT keys, preserved on save.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// PEFT's `target_modules`: module name suffixes, or one string (a regular expression, or
+/// `"all-linear"`). Which modules an adapter adapts is read from its tensors' names, so either
+/// form loads; it is kept as written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TargetModules {
+    /// Suffixes of the adapted modules' names.
+    Names(Vec<String>),
+    /// A regular expression over module names, or `"all-linear"`.
+    Pattern(String),
+}
+
+impl TargetModules {
+    /// The names, or the pattern alone, as `model.json` records them.
+    pub fn to_list(&self) -> Vec<String> {
+        match self {
+            TargetModules::Names(names) => names.clone(),
+            TargetModules::Pattern(pattern) => vec![pattern.clone()],
+        }
+    }
 }
 
 fn default_bias() -> String {
@@ -334,7 +356,7 @@ impl LoraAdapter {
             sha256: self.sha256.clone(),
             rank: self.config.r,
             alpha: self.config.lora_alpha,
-            target_modules: self.config.target_modules.clone(),
+            target_modules: self.config.target_modules.to_list(),
         }
     }
 }
@@ -448,11 +470,30 @@ mod tests {
     }
 
     #[test]
+    fn peft_target_modules_load_as_a_list_or_as_one_pattern() {
+        for targets in [
+            serde_json::json!(["query", "value"]),
+            serde_json::json!("all-linear"),
+        ] {
+            let json = serde_json::json!({
+                "peft_type": "LORA", "r": 8, "lora_alpha": 16.0, "target_modules": targets
+            });
+            let config: AdapterConfig = serde_json::from_value(json.clone()).unwrap();
+            let written = serde_json::to_value(&config).unwrap();
+            assert_eq!(
+                written["target_modules"], json["target_modules"],
+                "kept as written"
+            );
+        }
+    }
+
+    #[test]
     fn an_adapter_on_a_tensor_that_is_no_matrix_is_an_error() {
         let config: AdapterConfig = serde_json::from_value(serde_json::json!({
             "peft_type": "LORA", "r": 2, "lora_alpha": 4.0, "target_modules": ["LayerNorm"]
         }))
         .unwrap();
+        assert_eq!(config.target_modules.to_list(), ["LayerNorm"]);
         let tensor = |shape: Vec<usize>| Tensor {
             data: vec![0.0; shape.iter().product()],
             shape,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::adapter::{AdapterConfig, LoraAdapter, LoraPair};
+use crate::adapter::{AdapterConfig, LoraAdapter, LoraPair, TargetModules};
 use crate::checkpoint::{write_safetensors, Checkpoint, Tensor, TensorMap};
 use crate::pooling::Pooling;
 
@@ -65,7 +65,7 @@ pub(crate) fn adapter_from(trained: &TensorMap, config: &TrainConfig) -> LoraAda
             r: config.lora.r,
             lora_alpha: config.lora.alpha,
             lora_dropout: config.lora.dropout,
-            target_modules: config.lora.targets.clone(),
+            target_modules: TargetModules::Names(config.lora.targets.clone()),
             modules_to_save: Some(modules_to_save),
             use_rslora: false,
             fan_in_fan_out: false,
