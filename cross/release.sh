@@ -21,6 +21,11 @@ version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
 host_target_dir=${CARGO_TARGET_DIR:-target}
 cross_target_dir=${SENTIMQ_CROSS_TARGET_DIR:-$host_target_dir/cross}
 mkdir -p dist
+# This version's artifacts of the targets built now replace their old copies; SHA256SUMS covers
+# what dist/ holds afterwards (another version's files too, which a full run removes).
+[ $# -gt 0 ] || rm -f dist/*.deb dist/*.tar.gz dist/SHA256SUMS
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
 
 for target in "${targets[@]}"; do
   echo "== $target"
@@ -37,7 +42,6 @@ for target in "${targets[@]}"; do
   CARGO_TARGET_DIR=$target_dir cargo deb --no-build --no-strip --target "$target" --output dist/
 
   name=sentimqd-$version-$target
-  stage=$(mktemp -d)
   mkdir -p "$stage/$name/models/imdb-minilm"
   cp "$binary" "$stage/$name/"
   cp systemd/sentimqd.service systemd/sentimqd.toml README.md "$stage/$name/"
@@ -45,7 +49,7 @@ for target in "${targets[@]}"; do
   cp "$model"/{model.int8.onnx,tokenizer.json,model.json} "$stage/$name/models/imdb-minilm/"
   (cd "$stage/$name" && sha256sum sentimqd sentimqd.service sentimqd.toml models/imdb-minilm/* > SHA256SUMS)
   tar -C "$stage" --owner=0 --group=0 --sort=name -czf "dist/$name.tar.gz" "$name"
-  rm -rf "$stage"
+  rm -rf "${stage:?}/$name"
 done
 
 (cd dist && sha256sum -- *.deb *.tar.gz > SHA256SUMS && sha256sum -c --quiet SHA256SUMS)

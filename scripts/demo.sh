@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-sentimqd=${SENTIMQD:-target/release/sentimqd}
+sentimqd=${SENTIMQD:-${CARGO_TARGET_DIR:-target}/release/sentimqd}
 if [ -z "${SENTIMQD:-}" ]; then
   cargo build --release --quiet --bin sentimqd
 fi

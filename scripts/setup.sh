@@ -6,8 +6,16 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# The host toolchain (rustup's stable, with rustfmt and clippy) comes first: Debian's Rust is
+# for the ARM builds only, and the host builds, CI's lint steps and `cargo install` need it.
+if ! command -v rustup >/dev/null; then
+  echo "setup.sh: needs rustup's stable toolchain with rustfmt and clippy (https://rustup.rs)" >&2
+  exit 1
+fi
+
 need_apt=()
-command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+command -v python3 >/dev/null || need_apt+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 # mosquitto (broker + mosquitto_passwd): the daemon's integration tests run against a real one.
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 # mosquitto_pub/mosquitto_sub: scripts/demo.sh, the README's main job.
@@ -38,8 +46,10 @@ command -v qemu-aarch64 >/dev/null || need_apt+=(qemu-user)
 [ -x /usr/lib/llvm-15/bin/ld.lld ] || need_apt+=(lld-15)
 # OpenBLAS for the training step's matmuls, linked statically (crates/train-kernels/build.rs).
 [ -f "/usr/lib/$(gcc -print-multiarch)/openblas-pthread/libopenblas.a" ] || need_apt+=(libopenblas-pthread-dev)
-# systemd-analyze (unit checks) and dpkg-deb (package checks).
+# systemd-analyze (unit checks) and dpkg-deb (package checks); /bin/kill, which the package
+# check's throw-away root copies (the unit's ExecReload).
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+[ -x /bin/kill ] || need_apt+=(procps)
 if [ ${#need_apt[@]} -gt 0 ]; then
   # A mirror caught mid-sync fails one index ("File has unexpected size"); try again, then go
   # on with what was fetched: the install below still fails, naming the package, if it needs

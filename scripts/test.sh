@@ -5,8 +5,9 @@
 # 1. cargo test --all-targets --features train: unit tests, golden checks, the build step,
 #    onnxruntime interop, the daemon against real mosquitto processes, the candle training
 #    model (golden states, gradients, ONNX parity, overfitting, resume, bad input); it also
-#    writes the device reference. Then the training kernels' own tests
-#    (cargo test -p sentimq-train-kernels: products, exp/erf accuracy, dropout masks).
+#    writes the device reference. Then the doc examples (cargo test --doc) and the training
+#    kernels' own tests (cargo test -p sentimq-train-kernels: products, exp/erf accuracy,
+#    dropout masks).
 # 2. The real training run: MiniLM LoRA on IMDB reviews from a random head, >= 80 % on 1,000
 #    test reviews (tests/it/train.rs says how many reviews and epochs).
 # 3. Each Raspberry Pi target under qemu-user (cross/check.sh): aarch64 and armv7 builds with
@@ -69,6 +70,8 @@ fi
 
 step "host tests"
 cargo test --all-targets --features train
+# --all-targets leaves the doc examples out.
+cargo test --doc --features train
 cargo test -p sentimq-train-kernels
 [ "${1:-}" = --host ] && exit 0
 

@@ -11,7 +11,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 unit=systemd/sentimqd.service
-score=$(systemd-analyze security --offline=yes "$unit" 2>&1 | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+analysis=$(systemd-analyze security --offline=yes "$unit" 2>&1) || {
+  echo "$analysis" >&2
+  echo "systemd/check.sh: systemd-analyze security failed on $unit" >&2
+  exit 1
+}
+score=$(sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p' <<<"$analysis")
 echo "systemd-analyze security: exposure $score"
 awk -v s="$score" 'BEGIN { exit !(s != "" && s <= 2.0) }' || {
   systemd-analyze security --offline=yes "$unit" >&2
