@@ -75,7 +75,13 @@ impl Batcher {
                 {
                     break;
                 }
-                match tokio::time::timeout_at(deadline, self.intake.recv()).await {
+                // A stop ends the window at once: the batch goes out and the drain begins.
+                let next = tokio::select! {
+                    biased;
+                    _ = self.stopping.wait_for(|s| *s) => break,
+                    next = tokio::time::timeout_at(deadline, self.intake.recv()) => next,
+                };
+                match next {
                     Ok(Some(input)) => self.push(&mut batch, input),
                     _ => break,
                 }

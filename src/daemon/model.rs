@@ -170,10 +170,18 @@ pub fn warm_up_in_background(
 /// Runs the calling thread at the lowest CPU priority, so work on it never delays answers.
 fn lower_this_threads_priority() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: setpriority takes no pointers; on Linux, PRIO_PROCESS with id 0 names the
-    // calling thread (a thread's nice value is its own).
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+    {
+        // SAFETY: setpriority takes no pointers; on Linux, PRIO_PROCESS with id 0 names the
+        // calling thread (a thread's nice value is its own).
+        let status = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+        if status != 0 {
+            // A system-call filter that denies it (systemd's @resources): the plans are
+            // still built, at the daemon's own priority.
+            warn!(
+                "the background warm-up thread cannot lower its priority: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
 }
 
