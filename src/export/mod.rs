@@ -227,22 +227,7 @@ pub fn build(options: &BuildOptions) -> Result<BuildReport, Error> {
         });
     }
     let (mut weights, adapter_summary) = merged_weights(&checkpoint, options)?;
-    if let Some((name, value)) = weights.iter().find_map(|(name, tensor)| {
-        let value = tensor.data.iter().find(|v| !v.is_finite())?;
-        Some((name.clone(), *value))
-    }) {
-        return Err(Error::NonFiniteWeight { name, value });
-    }
-    let rows = |name: &str| weights.get(name).and_then(|t| t.shape.first().copied());
-    let (head_rows, bias) = (rows("classifier.weight"), rows("classifier.bias"));
-    let labels = options.labels.len();
-    if head_rows != Some(labels) || bias != Some(labels) {
-        return Err(Error::HeadLabels {
-            rows: head_rows.unwrap_or(0),
-            bias: bias.unwrap_or(0),
-            labels,
-        });
-    }
+    check_merged(&weights, options.labels.len())?;
     let pooling = match (options.pooling, &options.adapter) {
         (Some(pooling), _) => pooling,
         (None, Some(dir)) => adapter::recorded_pooling(dir)?,
@@ -392,12 +377,34 @@ fn max_or_nan(a: f32, b: f32) -> f32 {
     }
 }
 
+/// Rows of `classifier.weight` and of `classifier.bias`, where present.
+fn head_rows(weights: &TensorMap) -> (Option<usize>, Option<usize>) {
+    let rows = |name: &str| weights.get(name).and_then(|t| t.shape.first().copied());
+    (rows("classifier.weight"), rows("classifier.bias"))
+}
+
 /// Whether `weights` hold a classifier for `labels` labels (after a pooler).
 fn has_head(weights: &TensorMap, labels: usize) -> bool {
-    let rows = |name: &str| weights.get(name).and_then(|t| t.shape.first().copied());
-    rows("classifier.weight") == Some(labels)
-        && rows("classifier.bias") == Some(labels)
+    head_rows(weights) == (Some(labels), Some(labels))
         && weights.contains_key("pooler.dense.weight")
+}
+
+/// The merged weights are finite and end in a classifier for `labels` labels.
+fn check_merged(weights: &TensorMap, labels: usize) -> Result<(), Error> {
+    if let Some((name, value)) = weights.iter().find_map(|(name, tensor)| {
+        let value = tensor.data.iter().find(|v| !v.is_finite())?;
+        Some((name.clone(), *value))
+    }) {
+        return Err(Error::NonFiniteWeight { name, value });
+    }
+    match head_rows(weights) {
+        (Some(rows), Some(bias)) if rows == labels && bias == labels => Ok(()),
+        (rows, bias) => Err(Error::HeadLabels {
+            rows: rows.unwrap_or(0),
+            bias: bias.unwrap_or(0),
+            labels,
+        }),
+    }
 }
 
 /// Writes one graph file.
